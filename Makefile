@@ -1,0 +1,48 @@
+# pulsecart: `make demo` runs the jobs on the embedded database; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_HOME := $(CURDIR)/.pulsecart/demo
+DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-dev demo test lint bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed  ## Create .venv and install pulsecart
+
+install-dev: $(VENV)/.installed-dev  ## Create .venv and install pulsecart with the dev extras (Airflow, pytest, ruff)
+
+demo: install  ## Seed a week into a fresh embedded database and run the jobs over it
+	-@$(DEMO) dev db stop >/dev/null 2>&1
+	@rm -rf $(DEMO_HOME) && mkdir -p $(DEMO_HOME)
+	$(DEMO) db migrate
+	$(DEMO) seed --start 2025-03-01 --days 7 --users 2000 --events-per-day 20000 --seed 42
+	$(DEMO) aggregate --window 2025-03-01..2025-03-07
+	$(DEMO) metrics --window 2025-03-01..2025-03-07
+	@echo "The demo database keeps running: PULSECART_HOME=$(DEMO_HOME) $(BIN)/pulsecart dev db stop"
+
+test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Airflow)
+	$(BIN)/python -m pytest
+
+lint: install-dev  ## Lint with ruff
+	$(BIN)/ruff check pulsecart_cli dags tests
+
+clean:  ## Remove the venv and local state
+	-@PULSECART_HOME=$(CURDIR)/.pulsecart $(BIN)/pulsecart dev db stop >/dev/null 2>&1
+	-@$(DEMO) dev db stop >/dev/null 2>&1
+	rm -rf $(VENV) .pulsecart build *.egg-info

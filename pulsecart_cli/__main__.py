@@ -1,0 +1,3 @@
+from pulsecart_cli.cli import main
+
+main()

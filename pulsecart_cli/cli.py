@@ -1,0 +1,247 @@
+"""The `pulsecart` command line: thin commands over the library.
+
+Each command parses its options, opens a connection, calls one library function and renders the
+result. ``PulsecartGroup.main`` is the one place that turns errors into exit codes.
+"""
+
+import sys
+import traceback
+from datetime import date
+from typing import Annotated
+
+import psycopg
+import typer
+from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
+from typer.core import TyperGroup
+
+from pulsecart_cli import __version__, database, embedded, migrations, render
+from pulsecart_cli.dates import parse_day, select_days
+from pulsecart_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PulsecartError, UsageError
+from pulsecart_cli.ledger import TRIGGERS, Invocation
+from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.seed import SeedSpec, seed_events
+
+
+class PulsecartGroup(TyperGroup):
+    """Maps every error to one line on stderr and a documented exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv
+        try:
+            code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            code = _fail("interrupted", EXIT_INTERRUPTED)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            print(exc.format_message())
+            code = 0
+        except click_exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx else "pulsecart"
+            code = _fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
+        except click_exceptions.ClickException as exc:
+            code = _fail(exc.format_message(), exc.exit_code)
+        except PulsecartError as exc:
+            _debug_traceback(debug)
+            message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            code = _fail(message, exc.exit_code)
+        except psycopg.Error as exc:
+            _debug_traceback(debug)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            code = _fail(f"database error: {database.scrub(first, _url_in(argv))}", EXIT_FAILURE)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+            _debug_traceback(debug)
+            code = _fail(f"unexpected {type(exc).__name__}: {database.scrub(str(exc), _url_in(argv))}"
+                         " (rerun with --debug for the traceback)", EXIT_FAILURE)
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int) -> int:
+    render.err().print(f"[bold red]Error:[/] {message}", markup=True) if sys.stderr.isatty() \
+        else print(f"Error: {message}", file=sys.stderr)
+    return code
+
+
+def _debug_traceback(debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+
+
+def _url_in(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--database-url" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--database-url="):
+            return arg.partition("=")[2]
+    return database.os.environ.get(database.URL_ENV)
+
+
+app = typer.Typer(
+    cls=PulsecartGroup,
+    help="Run, replay and backfill PulseCart's scheduled batch jobs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
+dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
+dev_db_app = typer.Typer(help="The embedded PostgreSQL under $PULSECART_HOME.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(dev_app, name="dev")
+dev_app.add_typer(dev_db_app, name="db")
+
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", metavar="URL",
+    help="PostgreSQL URL. Default: $PULSECART_DATABASE_URL, else the embedded database.")]
+DateOpt = Annotated[str | None, typer.Option("--date", metavar="D", help="One UTC day: YYYY-MM-DD, yesterday or today.")]
+WindowOpt = Annotated[str | None, typer.Option("--window", metavar="A..B", help="Days A to B, both included.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
+KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="Continue after a failed day (exit code still 1).")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for a run holding the day's lock instead of exiting 3.")]
+TriggerOpt = Annotated[str | None, typer.Option(
+    "--trigger", metavar="T", help="Record the run as manual, airflow or cron. Default: airflow under Airflow, else manual.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"pulsecart {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Run, replay and backfill PulseCart's scheduled batch jobs."""
+
+
+def _invocation(trigger: str | None) -> Invocation:
+    if trigger is not None and trigger not in TRIGGERS:
+        raise UsageError(f"invalid --trigger {trigger!r}: expected one of {', '.join(TRIGGERS)}")
+    return Invocation.detect(trigger)
+
+
+def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger) -> int:
+    days = select_days(date_text, window_text)
+    invocation = _invocation(trigger)
+    url = database.resolve_url(database_url)
+    results = run_daily_job(url, job, days, invocation, wait=wait, keep_going=keep_going)
+    if as_json:
+        render.print_json(render.day_results_json(job, results))
+    else:
+        render.out().print(render.day_results_table(job, results))
+        skipped = len(days) - len(results)
+        if skipped:
+            render.err().print(f"{skipped} later day(s) not run after the failure; pass --keep-going to continue.")
+    return 0 if all(r.status == "succeeded" for r in results) else EXIT_FAILURE
+
+
+@app.command()
+def aggregate(
+    date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
+    as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+) -> int:
+    """Aggregate a day's events into per-user counts and personalization scores.
+
+    Replaces the day's event_aggregates and the scores as of that day exactly; the current scores
+    move forward only. Example: pulsecart aggregate --window 2025-03-01..2025-03-07
+    """
+    return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger)
+
+
+@app.command()
+def metrics(
+    date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
+    as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+) -> int:
+    """Compute a day's business metrics (orders, abandonment rate, revenue) into daily_metrics.
+
+    Example: pulsecart metrics --date yesterday
+    """
+    return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger)
+
+
+@app.command()
+def seed(
+    start: Annotated[str, typer.Option("--start", metavar="D", help="First day (YYYY-MM-DD, yesterday, today).")],
+    days: Annotated[int, typer.Option("--days", help="Number of days.")] = 7,
+    users: Annotated[int, typer.Option("--users", help="Number of distinct users.")] = 1000,
+    events_per_day: Annotated[int, typer.Option("--events-per-day", help="Events per day.")] = 10_000,
+    seed_value: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same rows.")] = 42,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Load deterministic synthetic events with COPY.
+
+    Example: pulsecart seed --start 2025-03-01 --days 7 --users 1000 --events-per-day 10000 --seed 42
+    """
+    spec = SeedSpec(parse_day(start), days, users, events_per_day, seed_value)
+    with database.connection(database.resolve_url(database_url)) as conn:
+        migrations.require_current(conn)
+        result = seed_events(conn, spec)
+    last = date.fromordinal(spec.start.toordinal() + days - 1)
+    render.out().print(f"seeded {result.events:,} events over {result.days} day(s) ({spec.start}..{last}); "
+                       f"{result.invalid_totals:,} orders with an invalid total")
+
+
+@db_app.command("migrate")
+def db_migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply pending schema migrations, each in its own transaction. Safe to run again.
+
+    Example: pulsecart db migrate
+    """
+    with database.connection(database.resolve_url(database_url)) as conn:
+        done = migrations.migrate(conn)
+    if done:
+        for m in done:
+            render.out().print(f"applied {m.version:04d}_{m.name}")
+    else:
+        render.out().print("schema is up to date")
+
+
+@db_app.command("status")
+def db_status(database_url: DatabaseUrl = None) -> None:
+    """Show applied and pending migrations.
+
+    Example: pulsecart db status
+    """
+    with database.connection(database.resolve_url(database_url)) as conn:
+        applied = migrations.applied(conn)
+    for m in migrations.available():
+        when = applied.get(m.version)
+        state = f"applied {when:%Y-%m-%d %H:%M:%S}" if when else "pending"
+        render.out().print(f"{m.version:04d}_{m.name}  {state}")
+
+
+@dev_db_app.command("start")
+def dev_db_start() -> None:
+    """Start the embedded PostgreSQL (no-op when it runs). Example: pulsecart dev db start"""
+    uri, started = embedded.start()
+    render.out().print(f"{'started' if started else 'already running'}: {uri}")
+
+
+@dev_db_app.command("stop")
+def dev_db_stop() -> None:
+    """Stop the embedded PostgreSQL. Example: pulsecart dev db stop"""
+    render.out().print("stopped" if embedded.stop() else "not running")
+
+
+@dev_db_app.command("url")
+def dev_db_url() -> None:
+    """Print the embedded PostgreSQL's URL, starting it when needed.
+
+    Example: export PULSECART_DATABASE_URL=$(pulsecart dev db url)
+    """
+    print(embedded.start()[0])
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,89 @@
+"""Where the database is and how to talk to it."""
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import psycopg
+
+from pulsecart_cli import embedded
+from pulsecart_cli.errors import ConfigError, DatabaseError
+
+URL_ENV = "PULSECART_DATABASE_URL"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***, safe to print."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def scrub(message: str, url: str | None) -> str:
+    """Remove the URL's password from a message, wherever it appears."""
+    if not url:
+        return message
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    message = message.replace(url, redact(url))
+    if password:
+        message = message.replace(password, "***")
+    return message
+
+
+def under_airflow() -> bool:
+    return bool(os.environ.get("AIRFLOW_CTX_DAG_ID"))
+
+
+def resolve_url(cli_url: str | None) -> str:
+    """The database URL: --database-url, $PULSECART_DATABASE_URL, or the embedded server."""
+    url = cli_url or os.environ.get(URL_ENV)
+    if url:
+        _check_url(url)
+        return url
+    if under_airflow():
+        raise ConfigError(
+            f"no database URL under Airflow: set {URL_ENV} (the DAGs take it from the pulsecart_db connection)"
+        )
+    uri, started = embedded.start()
+    if started:
+        print(f"pulsecart: started the embedded PostgreSQL in {embedded.data_dir()}", file=sys.stderr)
+    return uri
+
+
+def _check_url(url: str) -> None:
+    malformed = ConfigError(f"malformed database URL {redact(url)!r}",
+                            hint="expected postgresql://user:password@host:port/dbname")
+    if re.match(r"^postgres(ql)?://", url):
+        try:
+            _ = urlsplit(url).port  # raises on a port that is not a number
+        except ValueError:
+            raise malformed from None
+    elif "=" not in url:  # libpq's key=value form is accepted too
+        raise malformed
+
+
+def connect(url: str) -> psycopg.Connection:
+    """An autocommit connection; callers open transactions explicitly."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart")
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"malformed database URL {redact(url)!r}: {scrub(str(exc), url)}") from exc
+    except psycopg.OperationalError as exc:
+        first_line = scrub(str(exc), url).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        raise DatabaseError(
+            f"cannot connect to the database at {redact(url)}: {first_line}",
+            hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
+        ) from exc
+
+
+@contextmanager
+def connection(url: str) -> Iterator[psycopg.Connection]:
+    conn = connect(url)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -1,0 +1,52 @@
+"""Days and windows: what `--date` and `--window` accept. A day is the UTC day [D 00:00, D+1 00:00)."""
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from pulsecart_cli.errors import UsageError
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+def parse_day(text: str) -> date:
+    """`YYYY-MM-DD`, `yesterday` or `today` (UTC)."""
+    value = text.strip().lower()
+    if value == "today":
+        return today_utc()
+    if value == "yesterday":
+        return today_utc() - timedelta(days=1)
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise UsageError(f"invalid date {text!r}: expected YYYY-MM-DD, 'yesterday' or 'today'")
+
+
+def parse_window(text: str) -> list[date]:
+    """`A..B`, both ends included, oldest first."""
+    start_text, sep, end_text = text.partition("..")
+    if not sep or not start_text or not end_text:
+        raise UsageError(f"invalid window {text!r}: expected A..B, e.g. 2025-03-01..2025-03-07")
+    start, end = parse_day(start_text), parse_day(end_text)
+    if end < start:
+        raise UsageError(f"reversed window {text!r}: {start} is after {end}")
+    return days_between(start, end)
+
+
+def days_between(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def select_days(date_text: str | None, window_text: str | None) -> list[date]:
+    """Exactly one of --date and --window."""
+    if (date_text is None) == (window_text is None):
+        raise UsageError("give exactly one of --date D or --window A..B")
+    return [parse_day(date_text)] if date_text is not None else parse_window(window_text)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """The half-open UTC range of a day, as aware datetimes (bound as timestamptz)."""
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return start, start + timedelta(days=1)

@@ -1,0 +1,60 @@
+"""Domain errors and the exit codes they map to. The CLI edge is the only place that turns them
+into process exit codes (see ``cli.PulsecartGroup``)."""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_INCOMPLETE = 4
+EXIT_INTERRUPTED = 130
+
+
+class PulsecartError(Exception):
+    """An error the user can act on: printed as one line, never with a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(PulsecartError):
+    """Bad input: a malformed date, window, URL, or option combination."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(PulsecartError):
+    """Configuration that is missing or malformed."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatabaseError(PulsecartError):
+    """The database is unreachable or refused what we asked."""
+
+
+class SchemaNotMigrated(PulsecartError):
+    """The database schema is behind the migrations this version ships."""
+
+
+class LockBusy(PulsecartError):
+    """Another run holds the lock for this job and day."""
+
+    exit_code = EXIT_LOCKED
+
+
+class DataIncomplete(PulsecartError):
+    """The data for a day has not fully arrived yet."""
+
+    exit_code = EXIT_INCOMPLETE
+
+
+class JobFailed(PulsecartError):
+    """A job ran and at least one of its units failed."""
+
+
+class ServiceError(PulsecartError):
+    """An external service (Pub/Sub) said no."""

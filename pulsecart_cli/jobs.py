@@ -1,0 +1,56 @@
+"""The per-day jobs. Each runs inside a transaction its caller opened and returns what it wrote."""
+
+from datetime import date
+from decimal import Decimal
+
+import psycopg
+
+from pulsecart_cli.dates import day_bounds
+from pulsecart_cli.ledger import Outcome
+from pulsecart_cli.queries import query
+
+
+def aggregate_day(conn: psycopg.Connection, day: date) -> Outcome:
+    """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest."""
+    start, end = day_bounds(day)
+    params = {"day": day, "start": start, "end": end}
+    conn.execute(query("aggregate.delete_day"), params)
+    aggregate_rows = conn.execute(query("aggregate.insert_day"), params).rowcount
+    conn.execute(query("aggregate.delete_history"), params)
+    scored_users = conn.execute(query("aggregate.insert_history"), params).rowcount
+
+    current_as_of = conn.execute(query("aggregate.lock_current_as_of")).fetchone()[0]
+    advances = current_as_of is None or day >= current_as_of
+    if advances:
+        conn.execute(query("aggregate.delete_current"))
+        conn.execute(query("aggregate.insert_current"), params)
+        conn.execute(query("aggregate.set_current_as_of"), params)
+    return Outcome(
+        rows=aggregate_rows,
+        details={"aggregate_rows": aggregate_rows, "scored_users": scored_users, "current_scores_updated": advances},
+    )
+
+
+def metrics_day(conn: psycopg.Connection, day: date) -> Outcome:
+    """Replace D's daily_metrics row."""
+    start, end = day_bounds(day)
+    orders, abandoned, rate, revenue, invalid = conn.execute(
+        query("metrics.replace_day"), {"day": day, "start": start, "end": end}
+    ).fetchone()
+    return Outcome(
+        rows=1,
+        details={
+            "orders_placed": orders,
+            "carts_abandoned": abandoned,
+            "abandonment_rate": _plain(rate),
+            "revenue": _plain(revenue),
+            "invalid_order_totals": invalid,
+        },
+    )
+
+
+def _plain(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+DAILY_JOBS = {"aggregate": aggregate_day, "metrics": metrics_day}

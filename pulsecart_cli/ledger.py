@@ -1,0 +1,140 @@
+"""The run ledger (job_runs) and the per-unit advisory lock that keeps two runs of one job and day apart."""
+
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pulsecart_cli import __version__
+from pulsecart_cli.errors import LockBusy
+from pulsecart_cli.queries import query
+
+TRIGGERS = ("manual", "airflow", "cron")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who started this run."""
+
+    trigger: str
+    airflow_run_id: str | None
+
+    @classmethod
+    def detect(cls, trigger: str | None) -> "Invocation":
+        airflow_run_id = os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or None
+        return cls(trigger or ("airflow" if airflow_run_id else "manual"), airflow_run_id)
+
+
+@dataclass
+class Outcome:
+    """What a unit of work wrote."""
+
+    rows: int
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class UnitResult:
+    """One attempt of one job on one unit (a day or a target)."""
+
+    job: str
+    run_date: date | None
+    target: str | None
+    status: str
+    rows: int = 0
+    duration_s: float = 0.0
+    details: dict = field(default_factory=dict)
+    error: str | None = None
+    run_id: int | None = None
+
+
+def _signed32(value: int) -> int:
+    return value - 2**32 if value >= 2**31 else value
+
+
+def lock_keys(job: str, run_date: date | None, target: str | None) -> dict:
+    unit = run_date.toordinal() if run_date else zlib.crc32((target or "").encode())
+    return {"job_key": _signed32(zlib.crc32(f"pulsecart:{job}".encode())), "unit_key": _signed32(unit)}
+
+
+def _describe_unit(job: str, run_date: date | None, target: str | None) -> str:
+    return f"{job} {run_date or target or ''}".strip()
+
+
+def run_unit(
+    conn: psycopg.Connection,
+    job: str,
+    work: Callable[[psycopg.Connection], Outcome],
+    invocation: Invocation,
+    *,
+    run_date: date | None = None,
+    target: str | None = None,
+    wait: bool = False,
+    transactional: bool = True,
+) -> UnitResult:
+    """Run ``work`` for one unit under its lock, recorded in the ledger.
+
+    With ``transactional`` it runs in one transaction: a failure
+    leaves the unit's data untouched. The ledger rows are written outside that transaction, so a
+    failed attempt is recorded too. Ctrl-C marks the attempt failed ("interrupted") and re-raises.
+    """
+    unit = {"job": job, "run_date": run_date, "target": target}
+    keys = lock_keys(job, run_date, target)
+    if wait:
+        conn.execute(query("ledger.wait_lock"), keys)
+    elif not conn.execute(query("ledger.try_lock"), keys).fetchone()[0]:
+        raise _busy(conn, unit)
+    try:
+        conn.execute(query("ledger.reap_dead"), unit)
+        run_id = conn.execute(
+            query("ledger.start"),
+            unit | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
+                    "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
+        ).fetchone()[0]
+        result = UnitResult(job, run_date, target, "running", run_id=run_id)
+        started = time.monotonic()
+        try:
+            if transactional:
+                with conn.transaction():
+                    outcome = work(conn)
+            else:
+                outcome = work(conn)
+            result.rows, result.details = outcome.rows, outcome.details
+            result.status = "succeeded"
+        except KeyboardInterrupt:
+            result.status, result.error = "failed", "interrupted"
+            raise
+        except psycopg.OperationalError:
+            raise  # the connection is gone: nothing more can be recorded
+        except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure
+            result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".strip()
+        finally:
+            result.duration_s = round(time.monotonic() - started, 3)
+            if result.status != "running" and not conn.closed:
+                conn.execute(
+                    query("ledger.finish"),
+                    {"id": run_id, "status": result.status, "rows": result.rows,
+                     "details": Jsonb(result.details), "error": result.error},
+                )
+        return result
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(query("ledger.unlock"), keys)
+
+
+def _busy(conn: psycopg.Connection, unit: dict) -> LockBusy:
+    holder = conn.execute(query("ledger.holder"), unit).fetchone()
+    what = _describe_unit(unit["job"], unit["run_date"], unit["target"])
+    if holder is None:
+        return LockBusy(f"{what} is locked by another session", hint="retry later or pass --wait")
+    run_id, host, pid, trigger, started_at = holder
+    return LockBusy(
+        f"{what} is being run by run {run_id} ({trigger} on {host} pid {pid}, started {started_at:%Y-%m-%d %H:%M:%S%z})",
+        hint="retry later or pass --wait",
+    )

@@ -1,0 +1,26 @@
+"""Named SQL queries from ``sql/queries/*.sql``.
+
+A file holds blocks that start with ``-- name: NAME``; ``query("FILE.NAME")`` returns the block.
+Parameters are psycopg named placeholders (``%(day)s``); values are always bound, never formatted in.
+"""
+
+import re
+from functools import cache
+from importlib.resources import files
+
+_NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
+
+
+@cache
+def _load(filename: str) -> dict[str, str]:
+    text = files("pulsecart_cli.sql.queries").joinpath(f"{filename}.sql").read_text()
+    parts = _NAME.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+
+
+def query(qualified_name: str) -> str:
+    filename, _, name = qualified_name.partition(".")
+    try:
+        return _load(filename)[name]
+    except (KeyError, FileNotFoundError) as exc:
+        raise LookupError(f"no query named {qualified_name!r} in sql/queries") from exc

@@ -1,0 +1,37 @@
+"""Helpers shared by the tests."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+
+
+def run_pulsecart(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `pulsecart` console entry point in a child process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CTX_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "pulsecart_cli", *args], env=full_env,
+                          capture_output=True, text=True, check=False, **kwargs)
+
+
+def insert_events(conn, rows, ingested_at=None):
+    """rows: (user_id, event_type, timestamp[, payload]). Returns the event ids."""
+    ids = []
+    with conn.cursor() as cur:
+        for row in rows:
+            user_id, event_type, timestamp, *rest = row
+            payload = rest[0] if rest else {}
+            event_id = uuid.uuid4()
+            ids.append(event_id)
+            cur.execute(
+                "INSERT INTO events (event_id, user_id, event_type, timestamp, payload, ingested_at)"
+                " VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))",
+                (event_id, user_id, event_type, timestamp, json.dumps(payload), ingested_at),
+            )
+    return ids
+
+
+def utc(*parts) -> datetime:
+    return datetime(*parts, tzinfo=UTC)

@@ -1,0 +1,31 @@
+"""A non-editable install carries the SQL and works against a fresh database."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_ships_the_sql_and_runs_migrate(tmp_path, empty_db_url):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO)],
+                   check=True, capture_output=True)
+    wheel = next(tmp_path.glob("pulsecart-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped_sql = {n for n in names if n.endswith(".sql")}
+    expected = {f"pulsecart_cli/sql/{p.relative_to(REPO / 'sql')}" for p in (REPO / "sql").rglob("*.sql")}
+    assert expected and shipped_sql == expected
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=str(target), PULSECART_DATABASE_URL=empty_db_url)
+    script = ("import pulsecart_cli, sys; print(pulsecart_cli.__file__);"
+              " from pulsecart_cli.cli import main; sys.argv = ['pulsecart', 'db', 'migrate']; main()")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(str(target))
+    assert "applied 0001_initial" in result.stdout
