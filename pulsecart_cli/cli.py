@@ -6,6 +6,7 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 
 import sys
 import traceback
+from contextlib import contextmanager
 from datetime import date
 from typing import Annotated
 
@@ -14,11 +15,12 @@ import typer
 from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
 from typer.core import TyperGroup
 
-from pulsecart_cli import __version__, database, embedded, migrations, render
+from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, render
 from pulsecart_cli.dates import parse_day, select_days
 from pulsecart_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PulsecartError, UsageError
 from pulsecart_cli.ledger import TRIGGERS, Invocation
-from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.reconcile import Options as ReconcileOptions
+from pulsecart_cli.runner import run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
 
 
@@ -53,12 +55,20 @@ class PulsecartGroup(TyperGroup):
             code = _fail(f"database error: {database.scrub(first, _url_in(argv))}", EXIT_FAILURE)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             _debug_traceback(debug)
+            if type(exc).__module__.startswith("google."):
+                first = (getattr(exc, "message", None) or str(exc) or "").splitlines()
+                return _exit(_fail(f"Pub/Sub error: {type(exc).__name__}: {first[0] if first else ''}",
+                                   EXIT_FAILURE), standalone_mode)
             code = _fail(f"unexpected {type(exc).__name__}: {database.scrub(str(exc), _url_in(argv))}"
                          " (rerun with --debug for the traceback)", EXIT_FAILURE)
-        code = code if isinstance(code, int) else 0
-        if standalone_mode:
-            sys.exit(code)
-        return code
+        return _exit(code, standalone_mode)
+
+
+def _exit(code, standalone_mode: bool) -> int:
+    code = code if isinstance(code, int) else 0
+    if standalone_mode:
+        sys.exit(code)
+    return code
 
 
 def _fail(message: str, code: int) -> int:
@@ -93,8 +103,13 @@ app = typer.Typer(
 db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
 dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
 dev_db_app = typer.Typer(help="The embedded PostgreSQL under $PULSECART_HOME.", no_args_is_help=True)
+pubsub_app = typer.Typer(help="Pub/Sub topics and subscriptions (local development and tests).",
+                         no_args_is_help=True)
+quarantine_app = typer.Typer(help="Review dead letters that reconcile set aside.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dev_app, name="dev")
+app.add_typer(pubsub_app, name="pubsub")
+app.add_typer(quarantine_app, name="quarantine")
 dev_app.add_typer(dev_db_app, name="db")
 
 DatabaseUrl = Annotated[str | None, typer.Option(
@@ -105,6 +120,8 @@ WindowOpt = Annotated[str | None, typer.Option("--window", metavar="A..B", help=
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="Continue after a failed day (exit code still 1).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for a run holding the day's lock instead of exiting 3.")]
+ProjectOpt = Annotated[str | None, typer.Option(
+    "--project", metavar="P", help="GCP project. Default: $PULSECART_GCP_PROJECT, else $GOOGLE_CLOUD_PROJECT.")]
 TriggerOpt = Annotated[str | None, typer.Option(
     "--trigger", metavar="T", help="Record the run as manual, airflow or cron. Default: airflow under Airflow, else manual.")]
 
@@ -171,6 +188,124 @@ def metrics(
 
 
 @app.command()
+def reconcile(
+    topic: Annotated[str, typer.Option("--topic", metavar="T",
+                                       help="commerce-events, user-actions, system-events, a full name, or all.")],
+    project: ProjectOpt = None,
+    max_messages: Annotated[int, typer.Option("--max-messages", min=1, help="Stop after this many messages per topic.")] = 10_000,
+    max_reconciles: Annotated[int, typer.Option(
+        "--max-reconciles", min=1, help="Quarantine a message republished this many times already.")] = 3,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Pull and classify, ack nothing, change nothing.")] = False,
+    publish_timeout: Annotated[float, typer.Option(
+        "--publish-timeout", min=0.1, help="Seconds to wait for a publish before leaving its message unacked.")] = 30.0,
+    pull_timeout: Annotated[float, typer.Option(
+        "--pull-timeout", min=0.1, help="Seconds a pull may wait for messages; an empty pull ends the run.")] = 5.0,
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+) -> int:
+    """Drain dead-letter topics: republish processable messages to their original topic, quarantine the rest.
+
+    A message is acked only after its republish returned a message id or its quarantine row committed.
+    Example: pulsecart reconcile --topic all --project my-project
+    """
+    pairs = pubsub.resolve_topics(topic)
+    project_id = pubsub.resolve_project(project)
+    invocation = _invocation(trigger)
+    url = database.resolve_url(database_url)
+    options = ReconcileOptions(max_messages=max_messages, max_reconciles=max_reconciles, dry_run=dry_run,
+                               publish_timeout_s=publish_timeout, pull_timeout_s=pull_timeout)
+    results = run_reconcile(url, pairs, project_id, options, invocation, wait=wait)
+    if as_json:
+        render.print_json(render.reconcile_json(results))
+    else:
+        render.out().print(render.reconcile_table(results))
+    return 0 if all(r.status == "succeeded" for r in results) else EXIT_FAILURE
+
+
+@pubsub_app.command("setup")
+def pubsub_setup(
+    project: ProjectOpt = None,
+    topic: Annotated[str, typer.Option("--topic", metavar="T", help="Which topic pair, or all.")] = "all",
+) -> None:
+    """Create the topics, dead-letter topics and subscriptions, idempotently (production uses Terraform).
+
+    Example: PUBSUB_EMULATOR_HOST=127.0.0.1:8085 pulsecart pubsub setup --project demo
+    """
+    clients = pubsub.connect(pubsub.resolve_project(project))
+    created = pubsub.setup(clients, pubsub.resolve_topics(topic))
+    render.out().print("\n".join(f"created {c}" for c in created) if created else "everything already exists")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    topic: Annotated[str | None, typer.Option("--topic", metavar="T", help="Only this original topic.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only reasons containing this text.")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="quarantined, replayed or discarded.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False,
+) -> None:
+    """List quarantined dead letters, newest first. Example: pulsecart quarantine list --topic commerce-events"""
+    topic_name = pubsub.resolve_topics(topic)[0].original if topic else None
+    with _migrated_connection(database_url) as conn:
+        entries = quarantine.list_entries(conn, topic_name, reason, status, limit)
+    if as_json:
+        render.print_json(entries)
+    else:
+        render.out().print(render.quarantine_table(entries))
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    entry_id: Annotated[int, typer.Argument(metavar="ID")],
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False,
+    max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Show at most this much of the data.")] = 4096,
+) -> None:
+    """Show one quarantined message; its data as text when it is text, else hex. Example: pulsecart quarantine show 12"""
+    with _migrated_connection(database_url) as conn:
+        entry = quarantine.get_entries(conn, [entry_id])[0]
+    if as_json:
+        kind, shown = quarantine.printable(bytes(entry["data"]))
+        render.print_json({k: v for k, v in entry.items() if k != "data"} | {"data_" + kind: shown})
+    else:
+        render.out().print(render.quarantine_entry(entry, max_bytes))
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    project: ProjectOpt = None, database_url: DatabaseUrl = None,
+    note: Annotated[str | None, typer.Option("--note", help="Why it can be replayed now (kept on the row).")] = None,
+) -> None:
+    """Republish quarantined messages to their original topic after a fix; marks them replayed.
+
+    Example: pulsecart quarantine replay 12 13 --note "consumer fixed in v2.3"
+    """
+    clients = pubsub.connect(pubsub.resolve_project(project))
+    with _migrated_connection(database_url) as conn:
+        for entry_id, message_id in quarantine.replay(conn, clients, entry_ids, note):
+            render.out().print(f"replayed {entry_id} as message {message_id}")
+
+
+@quarantine_app.command("discard")
+def quarantine_discard(
+    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it will never be processed (kept on the row).")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Mark quarantined messages discarded; the rows are kept. Example: pulsecart quarantine discard 12 --reason "test data"
+    """
+    with _migrated_connection(database_url) as conn:
+        for entry_id in quarantine.discard(conn, entry_ids, reason):
+            render.out().print(f"discarded {entry_id}")
+
+
+@contextmanager
+def _migrated_connection(database_url: str | None):
+    with database.connection(database.resolve_url(database_url)) as conn:
+        migrations.require_current(conn)
+        yield conn
+
+
+@app.command()
 def seed(
     start: Annotated[str, typer.Option("--start", metavar="D", help="First day (YYYY-MM-DD, yesterday, today).")],
     days: Annotated[int, typer.Option("--days", help="Number of days.")] = 7,
@@ -184,8 +319,7 @@ def seed(
     Example: pulsecart seed --start 2025-03-01 --days 7 --users 1000 --events-per-day 10000 --seed 42
     """
     spec = SeedSpec(parse_day(start), days, users, events_per_day, seed_value)
-    with database.connection(database.resolve_url(database_url)) as conn:
-        migrations.require_current(conn)
+    with _migrated_connection(database_url) as conn:
         result = seed_events(conn, spec)
     last = date.fromordinal(spec.start.toordinal() + days - 1)
     render.out().print(f"seeded {result.events:,} events over {result.days} day(s) ({spec.start}..{last}); "

@@ -37,6 +37,7 @@ class Outcome:
 
     rows: int
     details: dict = field(default_factory=dict)
+    error: str | None = None  # set when the work finished but did not fully succeed
 
 
 @dataclass
@@ -105,8 +106,8 @@ def run_unit(
                     outcome = work(conn)
             else:
                 outcome = work(conn)
-            result.rows, result.details = outcome.rows, outcome.details
-            result.status = "succeeded"
+            result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
+            result.status = "failed" if outcome.error else "succeeded"
         except KeyboardInterrupt:
             result.status, result.error = "failed", "interrupted"
             raise

@@ -52,6 +52,68 @@ def day_results_json(job: str, results: list[UnitResult]) -> dict:
     }
 
 
+def reconcile_json(results: list[UnitResult]) -> dict:
+    return {
+        "job": "reconcile",
+        "ok": all(r.status == "succeeded" for r in results),
+        "topics": [
+            {"topic": r.target, "status": r.status, "pulled": r.details.get("pulled", 0),
+             "republished": r.details.get("republished", 0), "quarantined": r.details.get("quarantined", 0),
+             "already_quarantined": r.details.get("already_quarantined", 0), "failed": r.details.get("failed", 0),
+             "dry_run": r.details.get("dry_run", False), "reasons": r.details.get("reasons", {}),
+             "duration_s": r.duration_s, "error": r.error, "run_id": r.run_id}
+            for r in results
+        ],
+    }
+
+
+def reconcile_table(results: list[UnitResult]) -> Table:
+    dry_run = any(r.details.get("dry_run") for r in results)
+    table = Table(title="pulsecart reconcile" + (" (dry run: nothing acked)" if dry_run else ""),
+                  title_justify="left")
+    for column in ("topic", "status", "pulled", "republished", "quarantined", "failed", "duration", "notes"):
+        table.add_column(column, justify="left" if column in ("topic", "status", "notes") else "right")
+    for r in results:
+        d = r.details
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(d.get("reasons", {}).items()))
+        notes = r.error or reasons
+        if d.get("already_quarantined"):
+            notes += f"; {d['already_quarantined']} redelivered, already in quarantine"
+        table.add_row(r.target, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", f"{d.get('pulled', 0):,}",
+                      f"{d.get('republished', 0):,}", f"{d.get('quarantined', 0):,}", f"{d.get('failed', 0):,}",
+                      f"{r.duration_s:.2f}s", notes)
+    return table
+
+
+def quarantine_table(entries: list[dict]) -> Table:
+    table = Table(title="quarantined dead letters", title_justify="left")
+    for column in ("id", "topic", "message id", "reason", "status", "quarantined at", "bytes"):
+        table.add_column(column, justify="right" if column in ("id", "bytes") else "left")
+    for e in entries:
+        table.add_row(str(e["id"]), e["original_topic"], e["message_id"], e["reason"], e["status"],
+                      f"{e['quarantined_at']:%Y-%m-%d %H:%M:%S}", f"{e['size']:,}")
+    return table
+
+
+def quarantine_entry(entry: dict, max_bytes: int) -> str:
+    from rich.markup import escape
+
+    from pulsecart_cli.quarantine import printable
+
+    data = bytes(entry["data"])
+    kind, shown = printable(data, max_bytes)
+    lines = [f"{k}: {entry[k]}" for k in ("id", "status", "reason", "original_topic", "dead_letter_topic",
+                                           "message_id", "ordering_key", "publish_time", "quarantined_at")]
+    lines.append(f"attributes: {json.dumps(entry['attributes'], sort_keys=True)}")
+    if entry["status"] != "quarantined":
+        lines.append(f"{entry['status']} at {entry['status_changed_at']}: {entry['status_note'] or ''}"
+                     + (f" (message {entry['replayed_message_id']})" if entry["replayed_message_id"] else ""))
+    cut = f", first {max_bytes:,} shown" if len(data) > max_bytes else ""
+    lines.append(f"data ({kind}, {len(data):,} bytes{cut}):")
+    lines.append(shown)
+    return escape("\n".join(lines))
+
+
 def _notes(result: UnitResult) -> str:
     if result.error:
         return result.error.splitlines()[0]

@@ -91,3 +91,46 @@ def cli(db_url, monkeypatch):
         return runner.invoke(app, list(args))
 
     return invoke
+
+
+EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory):
+    """The real Google Pub/Sub emulator on a free loopback port; sets PUBSUB_EMULATOR_HOST."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("pubsub") / "emulator.log"
+    log = open(log_path, "w")  # noqa: SIM115 - open for the emulator's lifetime
+    process = subprocess.Popen([EMULATOR, "--host=127.0.0.1", f"--port={port}"], stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while "Server started" not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the Pub/Sub emulator did not start:\n{log_path.read_text()}")
+        time.sleep(0.1)
+    host = f"127.0.0.1:{port}"
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = host
+    yield {"host": host, "process": process}
+    if previous is None:
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+    else:
+        os.environ["PUBSUB_EMULATOR_HOST"] = previous
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture
+def gcp_project(pubsub_emulator, monkeypatch):
+    """A project of its own on the emulator, so tests never see each other's topics."""
+    project = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("PULSECART_GCP_PROJECT", project)
+    return project

@@ -51,7 +51,8 @@ def test_job_on_unmigrated_database_says_how_to_fix(empty_db_url):
     result = run_pulsecart("aggregate", "--date", "2025-03-03", "--database-url", empty_db_url)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "Error: the database schema is not migrated (pending: 0001_initial) (hint: run `pulsecart db migrate`)"
+        "Error: the database schema is not migrated (pending: 0001_initial, 0002_dead_letter_quarantine)"
+        " (hint: run `pulsecart db migrate`)"
     )
     assert "Traceback" not in result.stderr
 

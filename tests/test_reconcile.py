@@ -1,0 +1,270 @@
+"""Dead-letter reconciliation against the real Pub/Sub emulator and a real PostgreSQL."""
+
+import json
+
+import psycopg
+import pytest
+from google.cloud import pubsub_v1
+
+from pulsecart_cli import pubsub
+from pulsecart_cli.reconcile import Options, Reconciler, classify
+
+PAIR = pubsub.TopicPair("commerce-events")
+FAST = ("--pull-timeout", "1", "--publish-timeout", "5")
+
+
+@pytest.fixture
+def topology(gcp_project, cli):
+    """The seed's topics and subscriptions, plus a subscription that sees what is republished."""
+    result = cli("pubsub", "setup")
+    assert result.exit_code == 0, result.output
+    clients = pubsub.connect(gcp_project)
+    watch = add_watcher(clients)
+    return clients, watch
+
+
+def add_watcher(clients, name="watch"):
+    path = clients.subscription_path(f"{name}-{PAIR.original}")
+    clients.subscriber.create_subscription(
+        request={"name": path, "topic": clients.topic_path(PAIR.original), "enable_message_ordering": True})
+    return path
+
+
+def publish_dead_letters(clients, messages):
+    """messages: (data, attributes, ordering_key). Publishes to the dead-letter topic; returns message ids."""
+    publisher = pubsub_v1.PublisherClient(
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
+    topic = clients.topic_path(PAIR.dead_letter)
+    futures = [publisher.publish(topic, data, ordering_key=key, **attrs) for data, attrs, key in messages]
+    return [f.result(timeout=30) for f in futures]
+
+
+def drain(clients, subscription, timeout=1.5):
+    """Pull and ack everything on a subscription."""
+    from google.api_core import exceptions as gexc
+
+    received = []
+    while True:
+        try:
+            response = clients.subscriber.pull(request={"subscription": subscription, "max_messages": 1000},
+                                               timeout=timeout, retry=None)
+        except gexc.DeadlineExceeded:
+            break
+        if not response.received_messages:
+            break
+        received.extend(response.received_messages)
+        clients.subscriber.acknowledge(request={"subscription": subscription,
+                                                "ack_ids": [m.ack_id for m in response.received_messages]})
+    return [m.message for m in received]
+
+
+def event(i, **extra):
+    return json.dumps({"event_type": "order.placed", "event_id": f"e{i}", "user_id": f"u{i % 7}"} | extra).encode()
+
+
+def quarantine_rows(conn):
+    return conn.execute("SELECT message_id, reason, data, attributes, ordering_key, dead_letter_topic, original_topic"
+                        " FROM dead_letter_quarantine ORDER BY id").fetchall()
+
+
+def test_classify_rules():
+    assert classify(b'{"event_type": "x"}', {}, "", 3).republish
+    assert classify(b"\xff", {}, "", 3).reason == "not JSON"
+    assert classify(b'"text"', {}, "", 3).reason == "not a JSON object (a JSON str)"
+    assert classify(b'{"event_type": ""}', {}, "", 3).reason == "no event_type"
+    assert classify(b'{"event_type": "x"}', {"reconcile_count": "3"}, "", 3).reason == "reconcile limit reached (3 of 3)"
+    assert classify(b'{"event_type": "x"}', {"reconcile_count": "two"}, "", 3).reason == "invalid reconcile_count 'two'"
+    verdict = classify(b'{"event_type": "x", "user_id": 12}', {"reconcile_count": "2", "k": "v"}, "", 3)
+    assert verdict.attributes == {"k": "v", "reconcile_count": "3", "reconciled": "true", "event_type": "x"}
+    assert verdict.ordering_key == "12"
+    assert classify(b'{"event_type": "x", "user_id": "u"}', {}, "own-key", 3).ordering_key == "own-key"
+
+
+def test_mixed_backlog_republishes_valid_and_quarantines_the_rest(topology, cli, conn):
+    clients, watch = topology
+    big = event(99, padding="x" * 1_000_000)
+    valid = [
+        (event(1), {"source": "checkout"}, ""),
+        (event(2), {}, "cart-key"),
+        (event(3), {"reconcile_count": "1"}, ""),
+        (big, {}, ""),
+    ]
+    invalid = [
+        (b"\x00\x01 not json", {"source": "legacy"}, ""),
+        (b"[1, 2, 3]", {}, ""),
+        (b'{"user_id": "u1"}', {}, "u1"),
+        (event(4), {"reconcile_count": "3"}, ""),
+    ]
+    ids = publish_dead_letters(clients, valid + invalid)
+
+    result = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["topics"][0]
+    assert (report["pulled"], report["republished"], report["quarantined"], report["failed"]) == (8, 4, 4, 0)
+
+    republished = {m.data: m for m in drain(clients, watch)}
+    assert set(republished) == {data for data, _, _ in valid}
+    for i, (data, attrs, key) in enumerate(valid):
+        message = republished[data]
+        parsed = json.loads(data)
+        expected = attrs | {"reconciled": "true", "event_type": "order.placed", "event_id": parsed["event_id"],
+                            "reconcile_count": str(int(attrs.get("reconcile_count", 0)) + 1)}
+        assert dict(message.attributes) == expected, i
+        assert message.ordering_key == (key or parsed["user_id"])
+
+    rows = {r[0]: r for r in quarantine_rows(conn)}
+    assert {message_id: r[1] for message_id, r in rows.items()} == {
+        ids[4]: "not JSON", ids[5]: "not a JSON object (a JSON list)", ids[6]: "no event_type",
+        ids[7]: "reconcile limit reached (3 of 3)"}
+    assert bytes(rows[ids[4]][2]) == b"\x00\x01 not json"
+    assert rows[ids[4]][3] == {"source": "legacy"}
+    assert rows[ids[6]][4] == "u1"
+    assert {(r[5], r[6]) for r in rows.values()} == {(PAIR.dead_letter, PAIR.original)}
+
+    assert drain(clients, clients.subscription_path(PAIR.reconciler_subscription)) == []
+    run = conn.execute("SELECT job, target, status, rows_written, details FROM job_runs").fetchone()
+    assert run[:4] == ("reconcile", PAIR.original, "succeeded", 8)
+    assert run[4]["reasons"]["not JSON"] == 1
+
+
+def test_publish_failure_acks_nothing_unpublished_and_a_second_run_completes(topology, cli, conn):
+    clients, _ = topology
+    valid = [(event(i), {}, "") for i in range(20)]
+    publish_dead_letters(clients, valid + [(b"garbage", {}, "")])
+    clients.publisher.delete_topic(request={"topic": clients.topic_path(PAIR.original)})
+
+    failed = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
+    assert failed.exit_code == 1, failed.output
+    report = json.loads(failed.stdout)["topics"][0]
+    assert (report["status"], report["republished"], report["quarantined"], report["failed"]) == ("failed", 0, 1, 20)
+    assert "not republished (left unacked)" in report["error"]
+    assert "NotFound" in report["error"]
+
+    clients.publisher.create_topic(request={"name": clients.topic_path(PAIR.original)})
+    watch = add_watcher(clients, "after-fix")
+    again = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout)["topics"][0]
+    assert (second["republished"], second["quarantined"], second["failed"]) == (20, 0, 0)
+    assert sorted(json.loads(m.data)["event_id"] for m in drain(clients, watch)) == sorted(f"e{i}" for i in range(20))
+    assert len(quarantine_rows(conn)) == 1
+    assert [r[0] for r in conn.execute("SELECT status FROM job_runs ORDER BY id")] == ["failed", "succeeded"]
+
+
+def test_dry_run_acks_nothing_and_changes_nothing(topology, cli, conn):
+    clients, watch = topology
+    publish_dead_letters(clients, [(event(1), {}, ""), (b"nope", {}, "")])
+    dry = cli("reconcile", "--topic", "pulsecart.commerce-events", "--dry-run", "--json", *FAST)
+    assert dry.exit_code == 0
+    report = json.loads(dry.stdout)["topics"][0]
+    assert (report["pulled"], report["republished"], report["quarantined"], report["dry_run"]) == (2, 1, 1, True)
+    assert drain(clients, watch) == []
+    assert quarantine_rows(conn) == []
+
+    real = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
+    assert json.loads(real.stdout)["topics"][0]["pulled"] == 2
+    assert len(drain(clients, watch)) == 1
+
+
+class ReconcilerThatCrashesBeforeAck(Reconciler):
+    """Test double for a fault the emulator cannot produce on cue: the process dies after the quarantine
+    commit and before the ack. It records the ack ids so the test can end their lease at once."""
+
+    def _ack(self, ack_ids):
+        self.unacked = ack_ids
+        raise RuntimeError("crashed before ack")
+
+
+def test_a_redelivered_quarantined_message_is_stored_once(topology, cli, conn):
+    clients, _ = topology
+    publish_dead_letters(clients, [(b"not json at all", {}, "")])
+    crashing = ReconcilerThatCrashesBeforeAck(clients, conn, PAIR, Options(pull_timeout_s=1, publish_timeout_s=5))
+    report = crashing.run()
+    assert report.aborted
+    assert report.errors == ["RuntimeError: crashed before ack"]
+    assert len(quarantine_rows(conn)) == 1
+    clients.subscriber.modify_ack_deadline(request={
+        "subscription": clients.subscription_path(PAIR.reconciler_subscription),
+        "ack_ids": crashing.unacked, "ack_deadline_seconds": 0})
+
+    result = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)["topics"][0]
+    assert (report["pulled"], report["quarantined"], report["already_quarantined"]) == (1, 0, 1)
+    assert len(quarantine_rows(conn)) == 1
+
+
+def test_replay_and_discard(topology, cli, conn):
+    clients, watch = topology
+    publish_dead_letters(clients, [(b'{"user_id": "u9"}', {"a": "1"}, "u9"), (b"\xfe\xff", {}, "")])
+    assert cli("reconcile", "--topic", "commerce-events", *FAST).exit_code == 0
+    ids = dict(conn.execute("SELECT reason, id FROM dead_letter_quarantine").fetchall())
+    first_id, second_id = ids["no event_type"], ids["not JSON"]
+
+    shown = cli("quarantine", "show", str(second_id))
+    assert shown.exit_code == 0
+    assert "data (hex, 2 bytes):\nfe ff" in shown.stdout
+    assert '{"user_id": "u9"}' in cli("quarantine", "show", str(first_id)).stdout
+
+    listed = cli("quarantine", "list", "--topic", "commerce-events", "--reason", "event_type", "--json")
+    assert [e["id"] for e in json.loads(listed.stdout)] == [first_id]
+
+    replayed = cli("quarantine", "replay", str(first_id), "--note", "consumer fixed")
+    assert replayed.exit_code == 0, replayed.output
+    (message,) = drain(clients, watch)
+    assert message.data == b'{"user_id": "u9"}'
+    assert dict(message.attributes) == {"a": "1", "reconciled": "true", "replayed_from_quarantine": str(first_id)}
+    assert message.ordering_key == "u9"
+    status = conn.execute("SELECT status, status_note, replayed_message_id FROM dead_letter_quarantine"
+                          " WHERE id = %s", (first_id,)).fetchone()
+    assert status == ("replayed", "consumer fixed", message.message_id)
+    again = cli("quarantine", "replay", str(first_id))
+    assert again.exit_code == 2
+    assert "not in quarantine any more" in again.stderr
+
+    discarded = cli("quarantine", "discard", str(second_id), "--reason", "binary junk from a test client")
+    assert discarded.exit_code == 0
+    assert conn.execute("SELECT status, status_note FROM dead_letter_quarantine WHERE id = %s",
+                        (second_id,)).fetchone() == ("discarded", "binary junk from a test client")
+    assert cli("quarantine", "show", "999999").exit_code == 2
+
+
+def test_configuration_errors_name_what_is_wrong(pubsub_emulator, cli, monkeypatch, gcp_project):
+    unknown = cli("reconcile", "--topic", "payments")
+    assert unknown.exit_code == 2
+    assert "unknown topic 'payments'" in unknown.stderr
+
+    missing_subscription = cli("reconcile", "--topic", "user-actions", *FAST)
+    assert missing_subscription.exit_code == 2
+    assert (f"subscription projects/{gcp_project}/subscriptions/sub-pulsecart.user-actions.dead-letter-reconciler"
+            " does not exist") in missing_subscription.stderr
+
+    monkeypatch.delenv("PULSECART_GCP_PROJECT")
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    no_project = cli("reconcile", "--topic", "all")
+    assert no_project.exit_code == 2
+    assert "no GCP project" in no_project.stderr
+
+
+def test_pubsub_setup_is_idempotent_and_sets_the_dead_letter_policy(gcp_project, cli):
+    assert cli("pubsub", "setup").exit_code == 0
+    again = cli("pubsub", "setup")
+    assert again.stdout.strip() == "everything already exists"
+    clients = pubsub.connect(gcp_project)
+    for pair in map(pubsub.TopicPair, pubsub.TOPICS):
+        consumer = clients.subscriber.get_subscription(
+            request={"subscription": clients.subscription_path(pair.consumer_subscription)})
+        assert consumer.dead_letter_policy.dead_letter_topic == clients.topic_path(pair.dead_letter)
+        reconciler = clients.subscriber.get_subscription(
+            request={"subscription": clients.subscription_path(pair.reconciler_subscription)})
+        assert reconciler.topic == clients.topic_path(pair.dead_letter)
+
+
+def test_reconcile_all_writes_one_ledger_row_per_topic(topology, cli, conn):
+    result = cli("reconcile", "--topic", "all", "--json", *FAST)
+    assert result.exit_code == 0, result.output
+    assert [t["topic"] for t in json.loads(result.stdout)["topics"]] == [
+        "pulsecart.commerce-events", "pulsecart.user-actions", "pulsecart.system-events"]
+    assert conn.execute("SELECT count(*) FROM job_runs WHERE job = 'reconcile' AND status = 'succeeded'"
+                        ).fetchone()[0] == 3
+    assert isinstance(conn, psycopg.Connection)
