@@ -34,6 +34,7 @@ demo: install  ## Seed a week into a fresh embedded database and run the jobs ov
 	$(DEMO) seed --start 2025-03-01 --days 7 --users 2000 --events-per-day 20000 --seed 42
 	$(DEMO) aggregate --window 2025-03-01..2025-03-07
 	$(DEMO) metrics --window 2025-03-01..2025-03-07
+	$(DEMO) status --end 2025-03-07 --days 7
 	@echo "The demo database keeps running: PULSECART_HOME=$(DEMO_HOME) $(BIN)/pulsecart dev db stop"
 
 test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Airflow)

@@ -7,7 +7,7 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 import sys
 import traceback
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated
 
 import psycopg
@@ -16,12 +16,21 @@ from typer._click import exceptions as click_exceptions  # typer vendors click s
 from typer.core import TyperGroup
 
 from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, render
-from pulsecart_cli.dates import parse_day, select_days
-from pulsecart_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PulsecartError, UsageError
+from pulsecart_cli.dates import days_between, parse_day, select_days
+from pulsecart_cli.errors import (
+    EXIT_FAILURE,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PulsecartError,
+    UsageError,
+)
+from pulsecart_cli.jobs import DAILY_JOBS
 from pulsecart_cli.ledger import TRIGGERS, Invocation
 from pulsecart_cli.reconcile import Options as ReconcileOptions
-from pulsecart_cli.runner import run_daily_job, run_reconcile
+from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
+from pulsecart_cli.status import Selection, completeness, day_states, parse_duration, recent_runs
 
 
 class PulsecartGroup(TyperGroup):
@@ -147,44 +156,161 @@ def _invocation(trigger: str | None) -> Invocation:
     return Invocation.detect(trigger)
 
 
-def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger) -> int:
+def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
+               selection: Selection, dry_run: bool, if_missing: bool) -> int:
     days = select_days(date_text, window_text)
     invocation = _invocation(trigger)
+    if if_missing and window_text is not None:
+        raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
     url = database.resolve_url(database_url)
-    results = run_daily_job(url, job, days, invocation, wait=wait, keep_going=keep_going)
+    if if_missing:
+        done = already_succeeded(url, job, days[0])
+        if done:
+            run_id, _, finished_at, done_trigger = done
+            render.err().print(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
+                               f"finished {finished_at:%Y-%m-%d %H:%M:%S%z}); nothing to do")
+            if as_json:
+                render.print_json({"job": job, "ok": True, "days": [], "skipped": "already succeeded"})
+            return 0
+    plan = plan_daily_job(url, job, days, selection)
+    if dry_run:
+        if as_json:
+            render.print_json({"job": job, "dry_run": True, "days": [{"date": d, "reason": r} for d, r in plan]})
+        else:
+            render.out().print(render.plan_text(job, plan))
+        return 0
+    if not plan:
+        render.err().print(f"{job}: no day in {days[0]}..{days[-1]} matches the selection; nothing to do")
+        if as_json:
+            render.print_json({"job": job, "ok": True, "days": []})
+        return 0
+    with render.day_progress(job, len(plan), enabled=not as_json and len(plan) > 1) as (on_start, on_done):
+        run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
+                            on_day_start=on_start, on_day_done=on_done)
     if as_json:
-        render.print_json(render.day_results_json(job, results))
+        render.print_json(render.day_results_json(job, run.results) | {"interrupted": run.interrupted})
     else:
-        render.out().print(render.day_results_table(job, results))
-        skipped = len(days) - len(results)
-        if skipped:
-            render.err().print(f"{skipped} later day(s) not run after the failure; pass --keep-going to continue.")
-    return 0 if all(r.status == "succeeded" for r in results) else EXIT_FAILURE
+        render.out().print(render.day_results_table(job, run.results))
+        not_run = len(plan) - len(run.results)
+        if not_run and not run.interrupted:
+            render.err().print(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
+    if run.interrupted:
+        return _fail(f"interrupted: {job} {run.results[-1].run_date} rolled back and marked failed; "
+                     f"{len(plan) - len(run.results)} day(s) not run", EXIT_INTERRUPTED)
+    return 0 if run.ok else EXIT_FAILURE
+
+
+OnlyMissingOpt = Annotated[bool, typer.Option("--only-missing", help="Only days with no succeeded run.")]
+OnlyFailedOpt = Annotated[bool, typer.Option("--only-failed", help="Only days whose latest run failed.")]
+StaleOpt = Annotated[bool, typer.Option(
+    "--stale", help="Only days with events ingested after their latest successful run started (late arrivals).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the days that would run and why; change nothing.")]
+IfMissingOpt = Annotated[bool, typer.Option(
+    "--if-missing", help="With --date: do nothing (exit 0) when the day already succeeded. For cron.")]
 
 
 @app.command()
 def aggregate(
     date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
     as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+    only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
+    dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
 ) -> int:
     """Aggregate a day's events into per-user counts and personalization scores.
 
     Replaces the day's event_aggregates and the scores as of that day exactly; the current scores
-    move forward only. Example: pulsecart aggregate --window 2025-03-01..2025-03-07
+    move forward only. Example: pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
     """
-    return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger)
+    return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
+                      Selection(only_missing, only_failed, stale), dry_run, if_missing)
 
 
 @app.command()
 def metrics(
     date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
     as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+    only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
+    dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
 ) -> int:
     """Compute a day's business metrics (orders, abandonment rate, revenue) into daily_metrics.
 
-    Example: pulsecart metrics --date yesterday
+    Example: pulsecart metrics --date yesterday --if-missing --trigger cron
     """
-    return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger)
+    return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
+                      Selection(only_missing, only_failed, stale), dry_run, if_missing)
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Option("--job", metavar="J", help="aggregate or metrics (default: both).")] = None,
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="How many days back.")] = 30,
+    end: Annotated[str, typer.Option("--end", metavar="D", help="Last day shown.")] = "yesterday",
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False,
+) -> None:
+    """Show, per date job, which of the last N days succeeded, failed, are missing, stale or running,
+    and the commands that fill the gaps.
+
+    Example: pulsecart status --days 14
+    """
+    jobs = _date_jobs(job)
+    last = parse_day(end)
+    window = days_between(last - timedelta(days=days - 1), last)
+    with _migrated_connection(database_url) as conn:
+        states = {j: day_states(conn, j, window) for j in jobs}
+    if as_json:
+        render.print_json(render.status_json(states, window))
+    else:
+        render.out().print(render.status_view(states, window))
+
+
+@app.command()
+def runs(
+    job: Annotated[str | None, typer.Option("--job", metavar="J", help="Only this job.")] = None,
+    status_filter: Annotated[str | None, typer.Option("--status", metavar="S",
+                                                      help="running, succeeded or failed.")] = None,
+    date_text: Annotated[str | None, typer.Option("--date", metavar="D", help="Only runs for this day.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many rows.")] = 20,
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False,
+) -> None:
+    """Recent runs from the ledger, newest first. Example: pulsecart runs --job aggregate --status failed"""
+    day = parse_day(date_text) if date_text else None
+    with _migrated_connection(database_url) as conn:
+        rows = recent_runs(conn, job, status_filter, day, limit)
+    if as_json:
+        render.print_json(rows)
+    else:
+        render.out().print(render.runs_table(rows))
+
+
+@app.command("check-complete")
+def check_complete(
+    date_text: Annotated[str, typer.Option("--date", metavar="D", help="The day whose data should be complete.")],
+    grace: Annotated[str, typer.Option("--grace", help="How far past D's end the newest event must be.")] = "30m",
+    database_url: DatabaseUrl = None,
+) -> int:
+    """Exit 0 when D's events are complete (an event at or after D+1 00:00 UTC + grace exists), else 4.
+
+    The Airflow DAGs use it as a sensor. Example: pulsecart check-complete --date 2025-03-03 --grace 30m
+    """
+    day = parse_day(date_text)
+    grace_delta = parse_duration(grace)
+    with _migrated_connection(database_url) as conn:
+        result = completeness(conn, day, grace_delta)
+    newest = f"{result.newest_event:%Y-%m-%d %H:%M:%S%z}" if result.newest_event else "none"
+    if result.complete:
+        render.out().print(f"{day} is complete: newest event {newest} >= {result.threshold:%Y-%m-%d %H:%M:%S%z}")
+        return 0
+    render.out().print(f"{day} is not complete yet: newest event {newest}, "
+                       f"waiting for one at or after {result.threshold:%Y-%m-%d %H:%M:%S%z}")
+    return EXIT_INCOMPLETE
+
+
+def _date_jobs(job: str | None) -> list[str]:
+    if job is None:
+        return list(DAILY_JOBS)
+    if job not in DAILY_JOBS:
+        raise UsageError(f"unknown job {job!r}: expected one of {', '.join(DAILY_JOBS)}")
+    return [job]
 
 
 @app.command()

@@ -53,6 +53,7 @@ class UnitResult:
     details: dict = field(default_factory=dict)
     error: str | None = None
     run_id: int | None = None
+    interrupted: bool = False
 
 
 def _signed32(value: int) -> int:
@@ -83,7 +84,7 @@ def run_unit(
 
     With ``transactional`` it runs in one transaction: a failure
     leaves the unit's data untouched. The ledger rows are written outside that transaction, so a
-    failed attempt is recorded too. Ctrl-C marks the attempt failed ("interrupted") and re-raises.
+    failed attempt is recorded too. Ctrl-C rolls the unit back and marks it failed ("interrupted").
     """
     unit = {"job": job, "run_date": run_date, "target": target}
     keys = lock_keys(job, run_date, target)
@@ -109,8 +110,7 @@ def run_unit(
             result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
             result.status = "failed" if outcome.error else "succeeded"
         except KeyboardInterrupt:
-            result.status, result.error = "failed", "interrupted"
-            raise
+            result.status, result.error, result.interrupted = "failed", "interrupted", True
         except psycopg.OperationalError:
             raise  # the connection is gone: nothing more can be recorded
         except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure

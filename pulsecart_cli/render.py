@@ -2,10 +2,21 @@
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from pulsecart_cli.ledger import UnitResult
@@ -138,4 +149,100 @@ def day_results_table(job: str, results: list[UnitResult]) -> Table:
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
         table.add_row(str(r.run_date), f"[{style}]{r.status}[/]", f"{r.rows:,}", f"{r.duration_s:.2f}s", _notes(r))
+    return table
+
+
+def plan_text(job: str, plan: list[tuple[date, str]]) -> str:
+    if not plan:
+        return f"dry run: {job} would run no day"
+    lines = [f"dry run: {job} would run {len(plan)} day(s), oldest first:"]
+    lines += [f"  {day}  {reason}" for day, reason in plan]
+    return "\n".join(lines)
+
+
+@contextmanager
+def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable, Callable]]:
+    """A progress bar on stderr (days done / total, current day, elapsed, ETA) when stderr is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield (lambda day: None), (lambda result: None)
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=err(), transient=False) as progress:
+        task = progress.add_task(job, total=total)
+
+        def on_start(day):
+            progress.update(task, description=f"{job} {day}")
+
+        def on_done(result):
+            progress.advance(task)
+
+        yield on_start, on_done
+
+
+STATE_MARKS = {"succeeded": ("✓", "green"), "failed": ("✗", "bold red"), "missing": ("·", "dim"),
+               "stale": ("~", "yellow"), "running": ("▶", "cyan")}
+
+
+def _fix_command(job: str, states: dict) -> str | None:
+    gaps = {s.state: [] for s in states.values()}
+    for day, state in states.items():
+        gaps[state.state].append(day)
+    flags = [flag for state, flag in (("missing", "--only-missing"), ("failed", "--only-failed"),
+                                      ("stale", "--stale")) if gaps.get(state)]
+    if not flags:
+        return None
+    days = [d for state in ("missing", "failed", "stale") for d in gaps.get(state, [])]
+    return f"pulsecart {job} --window {min(days)}..{max(days)} {' '.join(flags)}"
+
+
+def _counts(states: dict) -> dict:
+    counts = dict.fromkeys(STATE_MARKS, 0)
+    for state in states.values():
+        counts[state.state] += 1
+    return counts
+
+
+def status_json(states_by_job: dict, window: list[date]) -> dict:
+    return {
+        "start": window[0], "end": window[-1],
+        "jobs": {
+            job: {"counts": _counts(states), "fix": _fix_command(job, states),
+                  "days": [{"date": day, "state": s.state, "latest_run_id": s.latest_run_id}
+                           for day, s in sorted(states.items())]}
+            for job, states in states_by_job.items()
+        },
+    }
+
+
+def status_view(states_by_job: dict, window: list[date]) -> Group:
+    table = Table(title=f"pulsecart status {window[0]} .. {window[-1]} (oldest left)", title_justify="left")
+    table.add_column("job")
+    table.add_column("days")
+    for state in STATE_MARKS:
+        table.add_column(state, justify="right")
+    fixes = []
+    for job, states in states_by_job.items():
+        marks = "".join(f"[{STATE_MARKS[s.state][1]}]{STATE_MARKS[s.state][0]}[/]" for _, s in sorted(states.items()))
+        counts = _counts(states)
+        table.add_row(job, marks, *(str(counts[state]) for state in STATE_MARKS))
+        fix = _fix_command(job, states)
+        if fix:
+            fixes.append(fix)
+    legend = "  ".join(f"[{style}]{mark}[/] {state}" for state, (mark, style) in STATE_MARKS.items())
+    parts = [table, legend]
+    parts += ["to fill the gaps:"] + [f"  {fix}" for fix in fixes] if fixes else ["no gaps"]
+    return Group(*parts)
+
+
+def runs_table(rows: list[dict]) -> Table:
+    table = Table(title="recent runs (newest first)", title_justify="left")
+    for column in ("id", "job", "day / target", "status", "trigger", "started", "duration", "rows", "error"):
+        table.add_column(column, justify="right" if column in ("id", "duration", "rows") else "left")
+    for r in rows:
+        duration = f"{float(r['duration_s']):.2f}s" if r["duration_s"] is not None else "-"
+        table.add_row(str(r["id"]), r["job"], str(r["run_date"] or r["target"]),
+                      f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", r["trigger"],
+                      f"{r['started_at']:%Y-%m-%d %H:%M:%S}", duration,
+                      "-" if r["rows_written"] is None else f"{r['rows_written']:,}", r["error"] or "")
     return table

@@ -1,0 +1,104 @@
+"""What state each day of a job is in, which days a backfill should run, and whether a day's data is complete."""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import psycopg
+
+from pulsecart_cli.dates import day_bounds
+from pulsecart_cli.errors import UsageError
+from pulsecart_cli.queries import query
+
+STATES = ("succeeded", "failed", "missing", "stale", "running")
+RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
+               "finished_at", "duration_s", "rows_written", "error")
+
+
+@dataclass(frozen=True)
+class DayState:
+    day: date
+    state: str
+    latest_status: str | None
+    latest_run_id: int | None
+    ever_succeeded: bool
+    late_events: bool
+
+
+def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
+    if not days:
+        return {}
+    rows = conn.execute(query("status.day_states"), {"job": job, "start": min(days), "end": max(days)}).fetchall()
+    wanted = set(days)
+    return {day: DayState(day, _state(status, ever, late), status, run_id, ever, late)
+            for day, status, run_id, ever, late in rows if day in wanted}
+
+
+def _state(latest_status: str | None, ever_succeeded: bool, late_events: bool) -> str:
+    if latest_status in ("running", "failed"):
+        return latest_status
+    if not ever_succeeded:
+        return "missing"
+    return "stale" if late_events else "succeeded"
+
+
+@dataclass(frozen=True)
+class Selection:
+    only_missing: bool = False
+    only_failed: bool = False
+    stale: bool = False
+
+    @property
+    def filtering(self) -> bool:
+        return self.only_missing or self.only_failed or self.stale
+
+
+def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
+    """The days the selectors pick, oldest first, each with why: missing, failed or stale.
+    With several selectors a day is chosen when any of them picks it."""
+    chosen = []
+    for day, state in sorted(day_states(conn, job, days).items()):
+        if selection.only_missing and not state.ever_succeeded:
+            chosen.append((day, "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"))
+        elif selection.only_failed and state.latest_status == "failed":
+            chosen.append((day, "failed"))
+        elif selection.stale and state.ever_succeeded and state.late_events:
+            chosen.append((day, "stale"))
+    return chosen
+
+
+def last_success(conn: psycopg.Connection, job: str, day: date) -> tuple | None:
+    return conn.execute(query("status.last_success"), {"job": job, "day": day}).fetchone()
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30m`, `2h`, `45s`, `1h30m` or `0`."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text)
+    if text.strip() == "0":
+        return timedelta(0)
+    if not match or not any(match.groups()):
+        raise UsageError(f"invalid duration {text!r}: expected e.g. 30m, 2h, 45s or 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Completeness:
+    complete: bool
+    newest_event: datetime | None
+    threshold: datetime
+
+
+def completeness(conn: psycopg.Connection, day: date, grace: timedelta) -> Completeness:
+    """A day is complete once the events table holds an event at or after D+1 00:00 UTC + grace:
+    the consumer has moved past the day."""
+    threshold = day_bounds(day)[1] + grace
+    newest = conn.execute(query("status.newest_event")).fetchone()[0]
+    return Completeness(newest is not None and newest >= threshold, newest, threshold)
+
+
+def recent_runs(conn: psycopg.Connection, job: str | None = None, status: str | None = None,
+                day: date | None = None, limit: int = 20) -> list[dict]:
+    rows = conn.execute(query("status.recent_runs"),
+                        {"job": job, "status": status, "day": day, "limit": limit}).fetchall()
+    return [dict(zip(RUN_COLUMNS, row)) for row in rows]

@@ -1,0 +1,50 @@
+-- name: day_states
+-- Per day of [start, end]: the latest run's status, whether any run succeeded, and whether an event
+-- of that day was ingested after the latest successful run started (a late arrival it may have missed).
+WITH days AS (
+    SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
+), latest AS (
+    SELECT DISTINCT ON (run_date) run_date, id, status, started_at
+    FROM job_runs
+    WHERE job = %(job)s AND run_date BETWEEN %(start)s AND %(end)s
+    ORDER BY run_date, id DESC
+), last_success AS (
+    SELECT run_date, max(started_at) AS started_at
+    FROM job_runs
+    WHERE job = %(job)s AND status = 'succeeded' AND run_date BETWEEN %(start)s AND %(end)s
+    GROUP BY run_date
+)
+SELECT days.day,
+       latest.status,
+       latest.id,
+       last_success.started_at IS NOT NULL AS ever_succeeded,
+       last_success.started_at IS NOT NULL AND EXISTS (
+           SELECT 1 FROM events e
+           WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
+             AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC'
+             AND e.ingested_at > last_success.started_at
+       ) AS late_events
+FROM days
+LEFT JOIN latest ON latest.run_date = days.day
+LEFT JOIN last_success ON last_success.run_date = days.day
+ORDER BY days.day;
+
+-- name: last_success
+SELECT id, started_at, finished_at, trigger
+FROM job_runs
+WHERE job = %(job)s AND run_date = %(day)s AND status = 'succeeded'
+ORDER BY id DESC
+LIMIT 1;
+
+-- name: newest_event
+SELECT max("timestamp") FROM events;
+
+-- name: recent_runs
+SELECT id, job, run_date, target, status, trigger, airflow_run_id, started_at, finished_at,
+       extract(epoch FROM finished_at - started_at) AS duration_s, rows_written, split_part(error, E'\n', 1) AS error
+FROM job_runs
+WHERE (%(job)s::text IS NULL OR job = %(job)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(day)s::date IS NULL OR run_date = %(day)s)
+ORDER BY id DESC
+LIMIT %(limit)s;

@@ -1,0 +1,190 @@
+"""Choosing days (missing, failed, stale), dry runs, interruption, cron's --if-missing, check-complete,
+status and runs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+
+from pulsecart_cli.dates import days_between
+from tests.helpers import insert_events, run_pulsecart, utc
+from tests.test_jobs import FAIL_ON_MARCH_3, SLOW_METRICS, metrics_row
+
+WINDOW = "2025-03-01..2025-03-05"
+
+
+def ran_days(result):
+    return [d["date"] for d in json.loads(result.stdout)["days"]]
+
+
+def ledger_count(conn):
+    return conn.execute("SELECT count(*) FROM job_runs").fetchone()[0]
+
+
+def test_default_runs_every_day_oldest_first(cli):
+    assert ran_days(cli("metrics", "--window", WINDOW, "--json")) == [
+        "2025-03-01", "2025-03-02", "2025-03-03", "2025-03-04", "2025-03-05"]
+
+
+def test_only_missing_picks_days_without_a_success(cli, conn):
+    assert cli("metrics", "--date", "2025-03-02").exit_code == 0
+    conn.execute(FAIL_ON_MARCH_3)
+    assert cli("metrics", "--date", "2025-03-03").exit_code == 1   # failed: still missing
+    conn.execute("DROP TRIGGER fail_on_march_3 ON daily_metrics")
+    result = cli("metrics", "--window", WINDOW, "--only-missing", "--json")
+    assert result.exit_code == 0
+    assert ran_days(result) == ["2025-03-01", "2025-03-03", "2025-03-04", "2025-03-05"]
+    assert ran_days(cli("metrics", "--window", WINDOW, "--only-missing", "--json")) == []
+
+
+def test_only_failed_picks_days_whose_latest_run_failed(cli, conn):
+    conn.execute(FAIL_ON_MARCH_3)
+    assert cli("metrics", "--window", WINDOW, "--keep-going").exit_code == 1
+    conn.execute("DROP TRIGGER fail_on_march_3 ON daily_metrics")
+    result = cli("metrics", "--window", WINDOW, "--only-failed", "--json")
+    assert result.exit_code == 0
+    assert ran_days(result) == ["2025-03-03"]
+    assert ran_days(cli("metrics", "--window", WINDOW, "--only-failed", "--json")) == []
+
+
+def test_stale_picks_days_with_late_arriving_events(cli, conn):
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2, 3)])
+    assert cli("metrics", "--window", "2025-03-01..2025-03-03").exit_code == 0
+    assert ran_days(cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--json")) == []
+
+    insert_events(conn, [("late", "order.placed", utc(2025, 3, 2, 23, 59), {"total": 5})])   # arrives now
+    dry = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--dry-run")
+    assert dry.stdout.splitlines() == ["dry run: metrics would run 1 day(s), oldest first:", "  2025-03-02  stale"]
+    result = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--json")
+    assert ran_days(result) == ["2025-03-02"]
+    assert metrics_row(conn, date(2025, 3, 2))[0] == 2
+    assert ran_days(cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--json")) == []
+
+
+def test_dry_run_changes_nothing(cli, conn):
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, 1, 12), {"total": 1})])
+    result = cli("aggregate", "--window", WINDOW, "--only-missing", "--dry-run", "--json")
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["dry_run"] is True
+    assert [(d["date"], d["reason"]) for d in document["days"]] == [
+        (f"2025-03-0{i}", "missing") for i in range(1, 6)]
+    assert ledger_count(conn) == 0
+    assert conn.execute("SELECT count(*) FROM event_aggregates").fetchone()[0] == 0
+
+
+def test_window_equals_day_by_day(cli, conn, new_database):
+    import psycopg
+
+    from pulsecart_cli.seed import SeedSpec, seed_events
+
+    spec = SeedSpec(date(2025, 2, 20), days=14, users=40, events_per_day=400, seed=3)
+    seed_events(conn, spec)
+    assert cli("aggregate", "--window", "2025-02-20..2025-03-05").exit_code == 0
+
+    other_url = new_database()
+    with psycopg.connect(other_url, autocommit=True) as other:
+        seed_events(other, spec)
+    for day in days_between(date(2025, 2, 20), date(2025, 3, 5)):
+        assert run_pulsecart("aggregate", "--date", str(day), "--database-url", other_url).returncode == 0
+
+    def snapshot(url):
+        with psycopg.connect(url) as c:
+            return (c.execute("SELECT date, user_id, event_type, event_count FROM event_aggregates ORDER BY 1, 2, 3"
+                              ).fetchall(),
+                    c.execute("SELECT as_of, user_id, score FROM personalization_score_history ORDER BY 1, 2"
+                              ).fetchall(),
+                    c.execute("SELECT user_id, score, as_of FROM personalization_scores ORDER BY 1").fetchall())
+
+    window_result, daily_result = snapshot(conn.info.dsn), snapshot(other_url)
+    assert window_result == daily_result
+    assert len(window_result[1]) > 14 * 30
+
+
+def test_ctrl_c_rolls_back_the_current_day_and_exits_130(conn, db_url):
+    conn.execute("INSERT INTO daily_metrics VALUES ('2025-03-02', 42, 0, NULL, 0, 0)")
+    conn.execute(SLOW_METRICS.format(seconds=30))
+    process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "metrics", "--window", "2025-03-02..2025-03-04"],
+                               env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not conn.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    assert "interrupted: metrics 2025-03-02 rolled back and marked failed; 2 day(s) not run" in err
+    assert "2025-03-02" in out                                           # the summary so far
+    assert metrics_row(conn, date(2025, 3, 2)) == (42, 0, None, 0, 0)     # untouched
+    assert conn.execute("SELECT status, error FROM job_runs").fetchall() == [("failed", "interrupted")]
+
+
+def test_if_missing_does_nothing_when_the_day_succeeded(cli, conn):
+    first = cli("metrics", "--date", "2025-03-03", "--if-missing", "--trigger", "cron")
+    assert first.exit_code == 0
+    assert ledger_count(conn) == 1
+    second = cli("metrics", "--date", "2025-03-03", "--if-missing", "--trigger", "cron")
+    assert second.exit_code == 0
+    assert "metrics 2025-03-03 already succeeded (run 1, cron" in second.stderr
+    assert ledger_count(conn) == 1
+    assert cli("metrics", "--window", WINDOW, "--if-missing").exit_code == 2
+
+
+def test_check_complete_both_ways(cli, conn):
+    insert_events(conn, [("a", "product.viewed", utc(2025, 3, 4, 0, 20))])
+    waiting = cli("check-complete", "--date", "2025-03-03", "--grace", "30m")
+    assert waiting.exit_code == 4
+    assert "newest event 2025-03-04 00:20:00+0000, waiting for one at or after 2025-03-04 00:30:00+0000" \
+        in waiting.stdout
+    assert cli("check-complete", "--date", "2025-03-03", "--grace", "15m").exit_code == 0
+    insert_events(conn, [("a", "product.viewed", utc(2025, 3, 4, 0, 30))])
+    assert cli("check-complete", "--date", "2025-03-03").exit_code == 0
+    assert cli("check-complete", "--date", "2025-03-03", "--grace", "soon").exit_code == 2
+
+
+def test_check_complete_on_an_empty_table_waits(cli):
+    result = cli("check-complete", "--date", "2025-03-03")
+    assert result.exit_code == 4
+    assert "newest event none" in result.stdout
+
+
+def test_status_grid_shows_every_state_and_the_fix(cli, conn):
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, 2, 12), {"total": 1})])
+    for day in ("2025-03-01", "2025-03-02"):
+        assert cli("metrics", "--date", day).exit_code == 0
+    conn.execute(FAIL_ON_MARCH_3)
+    assert cli("metrics", "--date", "2025-03-03").exit_code == 1
+    conn.execute("INSERT INTO job_runs (job, run_date, status, trigger, host, version)"
+                 " VALUES ('metrics', '2025-03-05', 'running', 'airflow', 'w1', 'x')")
+    insert_events(conn, [("late", "order.placed", utc(2025, 3, 2, 13), {"total": 1})])
+
+    result = cli("status", "--job", "metrics", "--end", "2025-03-05", "--days", "6", "--json")
+    assert result.exit_code == 0
+    job = json.loads(result.stdout)["jobs"]["metrics"]
+    assert [(d["date"], d["state"]) for d in job["days"]] == [
+        ("2025-02-28", "missing"), ("2025-03-01", "succeeded"), ("2025-03-02", "stale"),
+        ("2025-03-03", "failed"), ("2025-03-04", "missing"), ("2025-03-05", "running")]
+    assert job["counts"] == {"succeeded": 1, "failed": 1, "missing": 2, "stale": 1, "running": 1}
+    assert job["fix"] == "pulsecart metrics --window 2025-02-28..2025-03-04 --only-missing --only-failed --stale"
+
+    text = cli("status", "--job", "metrics", "--end", "2025-03-05", "--days", "6")
+    assert "·✓~✗·▶" in text.stdout
+    assert "pulsecart metrics --window 2025-02-28..2025-03-04 --only-missing --only-failed --stale" in text.stdout
+
+
+def test_runs_lists_the_ledger_newest_first(cli, conn):
+    conn.execute(FAIL_ON_MARCH_3)
+    cli("metrics", "--window", "2025-03-02..2025-03-03", "--trigger", "cron")
+    result = cli("runs", "--json")
+    rows = json.loads(result.stdout)
+    assert [(r["run_date"], r["status"], r["trigger"]) for r in rows] == [
+        ("2025-03-03", "failed", "cron"), ("2025-03-02", "succeeded", "cron")]
+    assert rows[0]["error"].startswith("RaiseException: injected failure for 2025-03-03")
+    failed = json.loads(cli("runs", "--status", "failed", "--json").stdout)
+    assert [r["run_date"] for r in failed] == ["2025-03-03"]
+    table = cli("runs")
+    assert "injected failure" in table.stdout
