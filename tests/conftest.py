@@ -2,8 +2,13 @@
 migrated database per test, cloned from a template."""
 
 import os
+import tempfile
 import uuid
 import warnings
+
+# Airflow, imported in-process by the DAG tests, must not touch ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="pulsecart-test-airflow-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 import psycopg
 import pytest

@@ -1,0 +1,36 @@
+"""
+# pulsecart_dead_letter_reconciliation
+
+Every 6 hours, one task per topic, in parallel: drain `<topic>.dead-letter`, republish what can be
+processed to the original topic and quarantine the rest: `pulsecart reconcile --topic <topic>`.
+Review the quarantine with `pulsecart quarantine list`.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+from pulsecart_common import CLI, DATABASE_ENV, PROJECT_FLAG, default_args, rerun_help
+
+TOPICS = ("commerce-events", "user-actions", "system-events")
+
+with DAG(
+    dag_id="pulsecart_dead_letter_reconciliation",
+    description="Triage and reprocess dead-lettered Pub/Sub messages",
+    schedule="0 */6 * * *",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(retries=1, retry_delay=timedelta(minutes=2)),
+    tags=["pulsecart", "reliability"],
+    doc_md=__doc__ + rerun_help("pulsecart reconcile --topic commerce-events --dry-run\n"
+                                "pulsecart reconcile --topic all"),
+) as dag:
+    for topic in TOPICS:
+        BashOperator(
+            task_id=f"reconcile_{topic.replace('-', '_')}",
+            bash_command=f"{CLI} reconcile --topic {topic}{PROJECT_FLAG}",
+            env=DATABASE_ENV,
+            append_env=True,
+            skip_on_exit_code=None,
+        )

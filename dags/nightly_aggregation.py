@@ -1,0 +1,56 @@
+"""
+# pulsecart_nightly_aggregation
+
+Every day at 02:00 UTC: wait until the prior day's events are complete (the consumer has moved
+30 minutes past midnight), then aggregate that day into `event_aggregates`, the score history and
+the current personalization scores: `pulsecart aggregate --date <prior day>`.
+
+Rerunning a day replaces its results exactly; backfilling an old day never moves the current scores back.
+"""
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.sensors.bash import BashSensor
+from airflow.sdk import DAG
+from pulsecart_common import (
+    CLI,
+    DATABASE_ENV,
+    EXIT_INCOMPLETE,
+    PRIOR_DAY,
+    SENSOR_ENV,
+    default_args,
+    rerun_help,
+)
+
+with DAG(
+    dag_id="pulsecart_nightly_aggregation",
+    description="Aggregate prior day events into personalization scores",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
+    tags=["pulsecart", "personalization"],
+    doc_md=__doc__ + rerun_help("pulsecart aggregate --date 2025-03-03\n"
+                                "pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing"),
+) as dag:
+    wait_for_prior_day = BashSensor(
+        task_id="wait_for_prior_day_events",
+        bash_command=f"{CLI} check-complete --date {PRIOR_DAY} --grace 30m",
+        env=SENSOR_ENV,
+        retry_exit_code=EXIT_INCOMPLETE,
+        mode="reschedule",
+        poke_interval=300,
+        timeout=6 * 60 * 60,
+    )
+
+    aggregate = BashOperator(
+        task_id="aggregate_prior_day",
+        bash_command=f"{CLI} aggregate --date {PRIOR_DAY}",
+        env=DATABASE_ENV,
+        append_env=True,
+        skip_on_exit_code=None,
+    )
+
+    wait_for_prior_day >> aggregate

@@ -1,0 +1,55 @@
+"""What the PulseCart DAGs share: they only build `pulsecart` commands; the CLI does the work.
+
+Nothing here touches a database, Pub/Sub or a secret at parse time: the connection, the variables
+and the dates are Jinja templates rendered when a task runs.
+"""
+
+import os
+from datetime import timedelta
+
+# Airflow Variable `pulsecart_cli`: the path to the CLI on the workers (default: `pulsecart` on PATH).
+CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
+
+# The day before the run's own day: a cron schedule fires at the end of the day it processes
+# (the 2025-03-04 02:00 run has ds 2025-03-04 and processes 2025-03-03). A manual run with no
+# logical date processes yesterday (UTC).
+PRIOR_DAY = "{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}{% else %}yesterday{% endif %}"
+
+# Airflow Variable `pulsecart_gcp_project`, when set, else the worker's PULSECART_GCP_PROJECT / GOOGLE_CLOUD_PROJECT.
+PROJECT_FLAG = ("{% if var.value.get('pulsecart_gcp_project', '') %} --project "
+                "{{ var.value.get('pulsecart_gcp_project') }}{% endif %}")
+
+# The database URL from the Airflow connection `pulsecart_db`, added to the worker's environment.
+DATABASE_ENV = {"PULSECART_DATABASE_URL": "{{ conn.pulsecart_db.get_uri() }}"}
+
+# BashSensor replaces the whole environment: give it PATH (read here, not a secret) and the Airflow
+# marker so the CLI never falls back to an embedded database.
+SENSOR_ENV = DATABASE_ENV | {
+    "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    "AIRFLOW_CTX_DAG_ID": "{{ dag.dag_id }}",
+}
+
+# check-complete exits 4 while the day's data is still arriving: poke again. Anything else fails.
+EXIT_INCOMPLETE = 4
+
+
+def default_args(retries: int, retry_delay: timedelta) -> dict:
+    return {"owner": "pulsecart", "retries": retries, "retry_delay": retry_delay}
+
+
+def rerun_help(command: str) -> str:
+    return f"""
+### Rerun by hand
+
+Every task runs the same `pulsecart` command an operator would type, and every run, Airflow's or
+yours, lands in the `job_runs` ledger:
+
+```sh
+{command}
+pulsecart status                        # which days succeeded, failed, are missing or stale
+pulsecart runs --limit 10               # the ledger, newest first
+```
+
+A second run of the same job and day while one is going exits 3 (the task retries); pass `--wait`
+by hand to queue behind it. Exit code 99 is never used, so nothing here is ever "skipped".
+"""

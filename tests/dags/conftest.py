@@ -1,0 +1,56 @@
+"""A real Airflow 3 home (SQLite metadata DB) with the project's DAGs, shared by the DAG tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def airflow_uri(conninfo: str) -> str:
+    """A libpq conninfo as the URI an Airflow connection takes (sockets go in ?host=)."""
+    if "://" in conninfo:
+        return conninfo
+    parts = conninfo_to_dict(conninfo)
+    user = quote(parts.get("user", ""), safe="")
+    password = quote(parts.get("password", ""), safe="")
+    host = parts.get("host", "")
+    port = f":{parts['port']}" if parts.get("port") and not host.startswith("/") else ""
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{parts['dbname']}?host={quote(host, safe='')}"
+    return f"postgresql://{auth}{host}{port}/{parts['dbname']}"
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PULSECART_"))}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_VAR_PULSECART_CLI": f"{sys.executable} -m pulsecart_cli",
+    })
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        result = subprocess.run([AIRFLOW, *command], env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return env
+
+
+@pytest.fixture
+def airflow(airflow_home, db_url):
+    """Run the airflow CLI with the connection pulsecart_db pointing at this test's database."""
+    env = airflow_home | {"AIRFLOW_CONN_PULSECART_DB": airflow_uri(db_url)}
+
+    def run(*args, extra_env=None):
+        return subprocess.run([AIRFLOW, *args], env=env | (extra_env or {}), capture_output=True, text=True,
+                              check=False, timeout=300)
+
+    return run

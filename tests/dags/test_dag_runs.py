@@ -1,0 +1,91 @@
+"""Rendered commands for concrete scheduled and backfill runs, and real runs through `airflow dags test`."""
+
+import re
+from datetime import date
+
+from tests.helpers import insert_events, utc
+
+
+def rendered(result) -> dict:
+    """The properties printed by `airflow tasks render`."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    blocks = re.split(r"# -+\n# property: (\w+)\n# -+\n", result.stdout)
+    return {name: value.strip() for name, value in zip(blocks[1::2], blocks[2::2])}
+
+
+def test_the_0200_run_on_march_4_aggregates_march_3(airflow, db_url):
+    props = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "aggregate_prior_day",
+                             "2025-03-04T02:00:00+00:00"))
+    assert props["bash_command"].endswith("-m pulsecart_cli aggregate --date 2025-03-03")
+    env = eval(props["env"])
+    assert env["PULSECART_DATABASE_URL"].startswith("postgres")
+
+    sensor = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "wait_for_prior_day_events",
+                              "2025-03-04T02:00:00+00:00"))
+    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2025-03-03 --grace 30m")
+    sensor_env = eval(sensor["env"])
+    assert sensor_env["AIRFLOW_CTX_DAG_ID"] == "pulsecart_nightly_aggregation"
+    assert "/usr/bin" in sensor_env["PATH"]
+
+
+def test_metrics_and_reconcile_render(airflow):
+    metrics = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "compute_daily_metrics",
+                               "2025-01-01T03:00:00+00:00"))
+    assert metrics["bash_command"].endswith("metrics --date 2024-12-31")
+
+    plain = rendered(airflow("tasks", "render", "pulsecart_dead_letter_reconciliation", "reconcile_user_actions",
+                             "2025-03-04T06:00:00+00:00"))
+    assert plain["bash_command"].endswith("reconcile --topic user-actions")
+    with_project = rendered(airflow("tasks", "render", "pulsecart_dead_letter_reconciliation",
+                                    "reconcile_user_actions", "2025-03-04T06:00:00+00:00",
+                                    extra_env={"AIRFLOW_VAR_PULSECART_GCP_PROJECT": "pulsecart-prod"}))
+    assert with_project["bash_command"].endswith("reconcile --topic user-actions --project pulsecart-prod")
+
+
+def ledger(conn):
+    return conn.execute("SELECT job, run_date, status, trigger, airflow_run_id FROM job_runs ORDER BY id").fetchall()
+
+
+def test_dags_test_runs_the_nightly_aggregation_for_the_prior_day(airflow, conn):
+    insert_events(conn, [
+        ("alice", "order.placed", utc(2025, 3, 3, 12)),
+        ("bob", "product.viewed", utc(2025, 3, 4, 1, 0)),    # the consumer has moved past March 3 + 30 min
+    ])
+    result = airflow("dags", "test", "pulsecart_nightly_aggregation", "2025-03-04")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "state=success" in result.stdout + result.stderr
+    rows = ledger(conn)
+    assert [(job, run_date, status, trigger) for job, run_date, status, trigger, _ in rows] == [
+        ("aggregate", date(2025, 3, 3), "succeeded", "airflow")]
+    assert rows[0][4].startswith("manual__")
+    assert conn.execute("SELECT user_id, event_count FROM event_aggregates").fetchall() == [("alice", 1)]
+
+
+def test_dags_test_runs_daily_metrics_for_the_prior_day(airflow, conn):
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, 3, 12), {"total": 12.5})])
+    result = airflow("dags", "test", "pulsecart_daily_metrics", "2025-03-04")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [(r[0], r[1], r[2], r[3]) for r in ledger(conn)] == [("metrics", date(2025, 3, 3), "succeeded", "airflow")]
+    assert conn.execute("SELECT orders_placed, revenue FROM daily_metrics").fetchone() == (1, 12.5)
+
+
+def test_a_failing_job_fails_the_task_for_a_retry(airflow):
+    result = airflow("tasks", "test", "pulsecart_daily_metrics", "compute_daily_metrics", "2025-03-06",
+                     extra_env={"AIRFLOW_CONN_PULSECART_DB": "postgresql://nobody:topsecret@127.0.0.1:1/none"})
+    output = result.stdout + result.stderr
+    assert "Error: cannot connect to the database at postgres://nobody:***@127.0.0.1:1/none" in output
+    assert "Command exited with return code 1" in output
+    assert "new_state=up_for_retry" in output
+    assert "topsecret" not in output
+
+
+def test_a_backfill_run_processes_the_day_before_its_logical_date(airflow, conn):
+    created = airflow("backfill", "create", "--dag-id", "pulsecart_daily_metrics", "--from-date", "2025-03-10",
+                      "--to-date", "2025-03-11", "--reprocess-behavior", "completed")
+    assert created.returncode == 0, created.stderr[-3000:]
+    runs = airflow("dags", "list-runs", "pulsecart_daily_metrics")
+    assert set(re.findall(r"backfill__\S+", runs.stdout)) == {"backfill__2025-03-10T03:00:00+00:00"}
+    result = airflow("tasks", "test", "pulsecart_daily_metrics", "compute_daily_metrics",
+                     "backfill__2025-03-10T03:00:00+00:00")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ledger(conn) == [("metrics", date(2025, 3, 9), "succeeded", "airflow", "backfill__2025-03-10T03:00:00+00:00")]
