@@ -14,20 +14,17 @@ def aggregate_day(conn: psycopg.Connection, day: date) -> Outcome:
     """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest."""
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
-    conn.execute(query("aggregate.delete_day"), params)
-    aggregate_rows = conn.execute(query("aggregate.insert_day"), params).rowcount
-    conn.execute(query("aggregate.delete_history"), params)
-    scored_users = conn.execute(query("aggregate.insert_history"), params).rowcount
-
+    aggregate_rows, *counts_written = conn.execute(query("aggregate.replace_counts"), params).fetchone()
+    scored_users, *history_written = conn.execute(query("aggregate.replace_history"), params).fetchone()
     current_as_of = conn.execute(query("aggregate.lock_current_as_of")).fetchone()[0]
     advances = current_as_of is None or day >= current_as_of
     if advances:
-        conn.execute(query("aggregate.delete_current"))
-        conn.execute(query("aggregate.insert_current"), params)
+        conn.execute(query("aggregate.replace_current"), params)
         conn.execute(query("aggregate.set_current_as_of"), params)
     return Outcome(
         rows=aggregate_rows,
-        details={"aggregate_rows": aggregate_rows, "scored_users": scored_users, "current_scores_updated": advances},
+        details={"aggregate_rows": aggregate_rows, "scored_users": scored_users, "current_scores_updated": advances,
+                 "aggregates_written": sum(counts_written), "history_written": sum(history_written)},
     )
 
 
