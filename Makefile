@@ -40,8 +40,11 @@ demo: install  ## Seed a week into a fresh embedded database and run the jobs ov
 test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Airflow)
 	$(BIN)/python -m pytest
 
+bench: install  ## Benchmark against the seed's approach and the floor (BENCH_ARGS=--quick for 100k events/day)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: install-dev  ## Lint with ruff
-	$(BIN)/ruff check pulsecart_cli dags tests
+	$(BIN)/ruff check pulsecart_cli dags tests bench
 
 clean:  ## Remove the venv and local state
 	-@PULSECART_HOME=$(CURDIR)/.pulsecart $(BIN)/pulsecart dev db stop >/dev/null 2>&1

@@ -11,11 +11,15 @@ from importlib.resources import files
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
 
-@cache
-def _load(filename: str) -> dict[str, str]:
-    text = files("pulsecart_cli.sql.queries").joinpath(f"{filename}.sql").read_text()
+def parse_named(text: str) -> dict[str, str]:
+    """The ``-- name: NAME`` blocks of a SQL file."""
     parts = _NAME.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2])}
+
+
+@cache
+def _load(filename: str) -> dict[str, str]:
+    return parse_named(files("pulsecart_cli.sql.queries").joinpath(f"{filename}.sql").read_text())
 
 
 def query(qualified_name: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
-from pulsecart_cli import migrations
+from pulsecart_cli import emulator, migrations
 from pulsecart_cli.cli import app
 
 TEMPLATE_DB = "pulsecart_test_template"
@@ -98,39 +98,18 @@ def cli(db_url, monkeypatch):
     return invoke
 
 
-EMULATOR = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-
-
 @pytest.fixture(scope="session")
 def pubsub_emulator(tmp_path_factory):
     """The real Google Pub/Sub emulator on a free loopback port; sets PUBSUB_EMULATOR_HOST."""
-    import socket
-    import subprocess
-    import time
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log_path = tmp_path_factory.mktemp("pubsub") / "emulator.log"
-    log = open(log_path, "w")  # noqa: SIM115 - open for the emulator's lifetime
-    process = subprocess.Popen([EMULATOR, "--host=127.0.0.1", f"--port={port}"], stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while "Server started" not in log_path.read_text():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Pub/Sub emulator did not start:\n{log_path.read_text()}")
-        time.sleep(0.1)
-    host = f"127.0.0.1:{port}"
+    running = emulator.start(tmp_path_factory.mktemp("pubsub") / "emulator.log")
     previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = host
-    yield {"host": host, "process": process}
+    os.environ["PUBSUB_EMULATOR_HOST"] = running.host
+    yield running
     if previous is None:
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
     else:
         os.environ["PUBSUB_EMULATOR_HOST"] = previous
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    running.stop()
 
 
 @pytest.fixture
