@@ -4,6 +4,7 @@ Each command parses its options, opens a connection, calls one library function 
 result. ``PulsecartGroup.main`` is the one place that turns errors into exit codes.
 """
 
+import os
 import sys
 import traceback
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import psycopg
 import typer
+from rich.markup import escape
 from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
 from typer.core import TyperGroup
 
@@ -66,10 +68,10 @@ class PulsecartGroup(TyperGroup):
             _debug_traceback(debug)
             if type(exc).__module__.startswith("google."):
                 first = (getattr(exc, "message", None) or str(exc) or "").splitlines()
-                return _exit(_fail(f"Pub/Sub error: {type(exc).__name__}: {first[0] if first else ''}",
-                                   EXIT_FAILURE), standalone_mode)
-            code = _fail(f"unexpected {type(exc).__name__}: {database.scrub(str(exc), _url_in(argv))}"
-                         " (rerun with --debug for the traceback)", EXIT_FAILURE)
+                code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first[0] if first else ''}", EXIT_FAILURE)
+            else:
+                code = _fail(f"unexpected {type(exc).__name__}: {database.scrub(str(exc), _url_in(argv))}"
+                             " (rerun with --debug for the traceback)", EXIT_FAILURE)
         return _exit(code, standalone_mode)
 
 
@@ -81,8 +83,11 @@ def _exit(code, standalone_mode: bool) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    render.err().print(f"[bold red]Error:[/] {message}", markup=True) if sys.stderr.isatty() \
-        else print(f"Error: {message}", file=sys.stderr)
+    """One line on stderr; red on a terminal."""
+    if sys.stderr.isatty():
+        render.err().print(f"[bold red]Error:[/] {escape(message)}")
+    else:
+        print(f"Error: {message}", file=sys.stderr)
     return code
 
 
@@ -97,7 +102,7 @@ def _url_in(argv: list[str]) -> str | None:
             return argv[i + 1]
         if arg.startswith("--database-url="):
             return arg.partition("=")[2]
-    return database.os.environ.get(database.URL_ENV)
+    return os.environ.get(database.URL_ENV)
 
 
 app = typer.Typer(

@@ -14,6 +14,7 @@ def aggregate_day(conn: psycopg.Connection, day: date) -> Outcome:
     """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest."""
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
+    conn.execute(query("aggregate.set_work_mem"))
     aggregate_rows, *counts_written = conn.execute(query("aggregate.replace_counts"), params).fetchone()
     scored_users, *history_written = conn.execute(query("aggregate.replace_history"), params).fetchone()
     current_as_of = conn.execute(query("aggregate.lock_current_as_of")).fetchone()[0]

@@ -268,3 +268,60 @@ def test_reconcile_all_writes_one_ledger_row_per_topic(topology, cli, conn):
     assert conn.execute("SELECT count(*) FROM job_runs WHERE job = 'reconcile' AND status = 'succeeded'"
                         ).fetchone()[0] == 3
     assert isinstance(conn, psycopg.Connection)
+
+
+SLOW_QUARANTINE = """
+CREATE FUNCTION slow_quarantine() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$;
+CREATE TRIGGER slow_quarantine BEFORE INSERT ON dead_letter_quarantine
+    FOR EACH ROW EXECUTE FUNCTION slow_quarantine();
+"""
+
+
+def test_emulator_frozen_mid_run_loses_nothing(topology, conn, db_url, pubsub_emulator):
+    """SIGSTOP the emulator after the run has pulled its batch (while the quarantine row is being
+    written, held open by a slow trigger) and past the publish timeout: the run exits 1, and once
+    the emulator is back a second run accounts for every message."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clients, watch = topology
+    subscription = clients.subscription_path(PAIR.reconciler_subscription)
+    clients.subscriber.delete_subscription(request={"subscription": subscription})
+    clients.subscriber.create_subscription(request={  # a short lease, so unacked messages return quickly
+        "name": subscription, "topic": clients.topic_path(PAIR.dead_letter), "ack_deadline_seconds": 10})
+    valid = [(event(i), {}, "") for i in range(30)]
+    publish_dead_letters(clients, valid + [(b"broken", {}, "")])
+    conn.execute(SLOW_QUARANTINE)
+
+    env = {**os.environ, "PULSECART_DATABASE_URL": db_url}
+    args = [sys.executable, "-m", "pulsecart_cli", "reconcile", "--topic", "commerce-events", "--json",
+            "--publish-timeout", "3", "--pull-timeout", "1"]
+    run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%INSERT INTO dead_letter_quarantine%'"
+                           " AND wait_event = 'PgSleep'").fetchone()[0]:
+        assert time.monotonic() < deadline, "the run never reached its quarantine insert"
+        time.sleep(0.05)
+    group = os.getpgid(pubsub_emulator.process.pid)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        out, err = run.communicate(timeout=120)
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    assert run.returncode == 1, err
+    report = json.loads(out)["topics"][0]
+    assert report["status"] == "failed"
+    assert report["republished"] < 30
+
+    conn.execute("DROP TRIGGER slow_quarantine ON dead_letter_quarantine")
+    time.sleep(11)  # the lease of anything left unacked runs out
+    again = subprocess.run(args, env=env, capture_output=True, text=True, check=False, timeout=120)
+    assert again.returncode == 0, again.stderr
+    delivered = {json.loads(m.data)["event_id"] for m in drain(clients, watch)}
+    assert delivered == {f"e{i}" for i in range(30)}   # at least once, none lost
+    assert [r[1] for r in quarantine_rows(conn)] == ["not JSON"]
+    assert drain(clients, subscription) == []
