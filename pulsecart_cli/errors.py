@@ -46,12 +46,6 @@ class LockBusy(PulsecartError):
     exit_code = EXIT_LOCKED
 
 
-class DataIncomplete(PulsecartError):
-    """The data for a day has not fully arrived yet."""
-
-    exit_code = EXIT_INCOMPLETE
-
-
 class JobFailed(PulsecartError):
     """A job ran and at least one of its units failed."""
 

@@ -10,7 +10,6 @@ from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.queries import query
 
-STATES = ("succeeded", "failed", "missing", "stale", "running")
 RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
                "finished_at", "duration_s", "rows_written", "error")
 
