@@ -42,10 +42,9 @@ def printable(data: bytes, limit: int | None = None) -> tuple[str, str]:
 
 def discard(conn: psycopg.Connection, ids: list[int], reason: str) -> list[int]:
     entries = get_entries(conn, ids)
-    not_open = [e["id"] for e in entries if e["status"] != "quarantined"]
+    not_open = [f"{e['id']} ({e['status']})" for e in entries if e["status"] != "quarantined"]
     if not_open:
-        raise UsageError(f"already {entries[0]['status'] if len(not_open) == 1 else 'handled'}: "
-                         f"{', '.join(map(str, not_open))}")
+        raise UsageError(f"not in quarantine any more: {', '.join(not_open)}")
     with conn.transaction():
         return [r[0] for r in conn.execute(query("quarantine.mark_discarded"), {"ids": ids, "note": reason})]
 

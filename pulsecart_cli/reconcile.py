@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pulsecart_cli.errors import ConfigError
 from pulsecart_cli.ledger import Outcome
-from pulsecart_cli.pubsub import Clients, TopicPair
+from pulsecart_cli.pubsub import Clients, TopicPair, service_error
 from pulsecart_cli.queries import query
 
 PULL_BATCH = 1000
@@ -259,9 +260,6 @@ class Reconciler:
 
 def check_subscription(clients: Clients, pair: TopicPair) -> None:
     from google.api_core import exceptions as gexc
-
-    from pulsecart_cli.errors import ConfigError
-    from pulsecart_cli.pubsub import service_error
 
     path = clients.subscription_path(pair.reconciler_subscription)
     try:
