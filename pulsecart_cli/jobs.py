@@ -1,5 +1,6 @@
 """The per-day jobs. Each runs inside a transaction its caller opened and returns what it wrote."""
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -10,12 +11,17 @@ from pulsecart_cli.ledger import Outcome
 from pulsecart_cli.queries import query
 
 
-def aggregate_day(conn: psycopg.Connection, day: date) -> Outcome:
-    """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest."""
+def aggregate_day(conn: psycopg.Connection, day: date,
+                  wait_for_previous_day: Callable[[], None] = lambda: None) -> Outcome:
+    """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest.
+
+    D's counts need nothing else; its scores read D-6 .. D-1. In a window the runner passes
+    ``wait_for_previous_day``, which returns once D-1 has committed, so D's counts overlap D-1's scores."""
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
     conn.execute(query("aggregate.set_work_mem"))
     aggregate_rows, *counts_written = conn.execute(query("aggregate.replace_counts"), params).fetchone()
+    wait_for_previous_day()
     scored_users, *history_written = conn.execute(query("aggregate.replace_history"), params).fetchone()
     current_as_of = conn.execute(query("aggregate.lock_current_as_of")).fetchone()[0]
     advances = current_as_of is None or day >= current_as_of
@@ -52,3 +58,5 @@ def _plain(value: Decimal | None) -> str | None:
 
 
 DAILY_JOBS = {"aggregate": aggregate_day, "metrics": metrics_day}
+# Jobs that accept ``wait_for_previous_day``: a window runs two of their days at once, committing in order.
+OVERLAPPING_JOBS = {"aggregate"}

@@ -54,6 +54,11 @@ class UnitResult:
     error: str | None = None
     run_id: int | None = None
     interrupted: bool = False
+    abandoned: bool = False
+
+
+class Abandoned(Exception):
+    """Raised by a unit's work to drop it: rolled back and removed from the ledger, as if never started."""
 
 
 def _signed32(value: int) -> int:
@@ -111,13 +116,16 @@ def run_unit(
             result.status = "failed" if outcome.error else "succeeded"
         except KeyboardInterrupt:
             result.status, result.error, result.interrupted = "failed", "interrupted", True
+        except Abandoned:
+            result.status, result.abandoned = "not run", True
+            conn.execute(query("ledger.forget"), {"id": run_id})
         except psycopg.OperationalError:
             raise  # the connection is gone: nothing more can be recorded
         except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".strip()
         finally:
             result.duration_s = round(time.monotonic() - started, 3)
-            if result.status != "running" and not conn.closed:
+            if result.status not in ("running", "not run") and not conn.closed:
                 conn.execute(
                     query("ledger.finish"),
                     {"id": run_id, "status": result.status, "rows": result.rows,

@@ -1,13 +1,16 @@
 """Runs a per-day job over a list of days: each day under its lock, in its own transaction, in the ledger."""
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+import psycopg
+
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connection
-from pulsecart_cli.jobs import DAILY_JOBS
-from pulsecart_cli.ledger import Invocation, UnitResult, run_unit
+from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS
+from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.status import Selection, choose_days, last_success
@@ -52,11 +55,14 @@ def run_daily_job(
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
     Stops at the first failed day unless ``keep_going``, and at Ctrl-C (the current day rolled back)."""
+    days = sorted(days)
+    if job in OVERLAPPING_JOBS and len(days) > 1:
+        return _OverlappingDays(url, job, days, invocation, wait, keep_going).run(on_day_start, on_day_done)
     day_job = DAILY_JOBS[job]
     run = DailyRun()
     with connection(url) as conn:
         require_current(conn)
-        for day in sorted(days):
+        for day in days:
             on_day_start(day)
             result = run_unit(conn, job, lambda c, day=day: day_job(c, day), invocation, run_date=day, wait=wait)
             run.results.append(result)
@@ -67,6 +73,146 @@ def run_daily_job(
             if result.status == "failed" and not keep_going:
                 break
     return run
+
+
+DAYS_IN_FLIGHT = 2
+
+
+@dataclass
+class _Day:
+    day: date
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: UnitResult | None = None
+    error: BaseException | None = None  # raised outside the day's unit: its lock was busy, the connection died
+
+
+class _OverlappingDays:
+    """A window of an overlapping job on DAYS_IN_FLIGHT connections: day D computes its own part while
+    D-1 finishes, then waits for D-1's commit. Days commit in order and a failure stops the days after
+    it, as in a serial run: the next day, already started, is rolled back and leaves no ledger row."""
+
+    def __init__(self, url: str, job: str, days: list[date], invocation: Invocation, wait: bool, keep_going: bool):
+        self.url, self.job, self.invocation, self.wait, self.keep_going = url, job, invocation, wait, keep_going
+        self.days = [_Day(day) for day in days]
+        self.stopping = threading.Event()  # start no further day
+        self.interrupted = threading.Event()
+        self._guard = threading.Lock()
+        self._next = 0
+        self._connections: list[psycopg.Connection] = []
+        self.worker_error: BaseException | None = None
+
+    def run(self, on_day_start: Callable[[date], None], on_day_done: Callable[[UnitResult], None]) -> DailyRun:
+        with connection(self.url) as conn:
+            require_current(conn)
+        workers = [threading.Thread(target=self._work_through_days, daemon=True)
+                   for _ in range(min(DAYS_IN_FLIGHT, len(self.days)))]
+        for worker in workers:
+            worker.start()
+        try:
+            self._report_in_order(workers, on_day_start, on_day_done)
+        except KeyboardInterrupt:
+            self._interrupt()
+        while any(worker.is_alive() for worker in workers):
+            try:
+                for worker in workers:
+                    worker.join()
+            except KeyboardInterrupt:
+                self._interrupt()
+        return self._outcome()
+
+    def _report_in_order(self, workers, on_day_start, on_day_done) -> None:
+        for day in self.days:
+            on_day_start(day.day)
+            while not day.finished.wait(0.1):
+                if not any(worker.is_alive() for worker in workers):
+                    return
+            if day.result is None or day.result.abandoned:
+                return
+            on_day_done(day.result)
+
+    def _outcome(self) -> DailyRun:
+        run = DailyRun(interrupted=self.interrupted.is_set())
+        for day in self.days:
+            if day.error is not None and not run.interrupted:
+                raise day.error
+            if day.result is not None and not day.result.abandoned:
+                run.results.append(day.result)
+        if self.worker_error is not None and not run.interrupted:
+            raise self.worker_error
+        return run
+
+    def _interrupt(self) -> None:
+        self.interrupted.set()
+        self.stopping.set()
+        with self._guard:
+            for conn in self._connections:
+                try:
+                    conn.cancel_safe(timeout=5)
+                except psycopg.Error:
+                    pass  # its day already ended
+
+    def _claim(self) -> int | None:
+        with self._guard:
+            if self.stopping.is_set() or self._next == len(self.days):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _work_through_days(self) -> None:
+        try:
+            with connection(self.url) as conn:
+                with self._guard:
+                    self._connections.append(conn)
+                while (index := self._claim()) is not None:
+                    self._run_day(conn, index)
+        except BaseException as exc:  # noqa: BLE001 - it could not connect: reported by the main thread
+            self.stopping.set()
+            self.worker_error = exc
+        finally:
+            with self._guard:
+                self._connections = [c for c in self._connections if not c.closed]
+
+    def _run_day(self, conn: psycopg.Connection, index: int) -> None:
+        day = self.days[index]
+        try:
+            day.result = run_unit(conn, self.job, lambda c: self._day_work(c, index), self.invocation,
+                                  run_date=day.day, wait=self.wait)
+        except BaseException as exc:  # noqa: BLE001 - the lock was busy or the connection died
+            day.error = exc
+        finally:
+            if not self._may_follow(day):
+                self.stopping.set()
+            day.finished.set()
+
+    def _day_work(self, conn: psycopg.Connection, index: int):
+        try:
+            outcome = DAILY_JOBS[self.job](conn, self.days[index].day,
+                                           wait_for_previous_day=lambda: self._wait_for_previous(index))
+        except psycopg.errors.QueryCanceled:
+            if self.interrupted.is_set():
+                raise KeyboardInterrupt from None
+            raise
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt  # not committed yet: roll back like the day still running
+        return outcome
+
+    def _wait_for_previous(self, index: int) -> None:
+        if index == 0:
+            return
+        previous = self.days[index - 1]
+        while not previous.finished.wait(0.1):
+            if self.interrupted.is_set():
+                raise KeyboardInterrupt
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
+        if not self._may_follow(previous):
+            raise Abandoned
+
+    def _may_follow(self, day: _Day) -> bool:
+        result = day.result
+        if result is None or result.interrupted or result.abandoned:
+            return False
+        return result.status == "succeeded" or self.keep_going
 
 
 def run_reconcile(

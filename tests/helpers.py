@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -35,3 +37,18 @@ def insert_events(conn, rows, ingested_at=None):
 
 def utc(*parts) -> datetime:
     return datetime(*parts, tzinfo=UTC)
+
+
+def interrupt_when_running(conn, db_url: str, *args, running: int = 1) -> subprocess.CompletedProcess:
+    """Start `pulsecart *args`, send Ctrl-C once ``running`` ledger rows are running, wait for the exit."""
+    process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", *args],
+                               env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while conn.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0] < running:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

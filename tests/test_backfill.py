@@ -2,14 +2,10 @@
 status and runs."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from datetime import date
 
 from pulsecart_cli.dates import days_between
-from tests.helpers import insert_events, run_pulsecart, utc
+from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, utc
 from tests.test_jobs import FAIL_ON_MARCH_3, SLOW_METRICS, metrics_row
 
 WINDOW = "2025-03-01..2025-03-05"
@@ -106,17 +102,9 @@ def test_window_equals_day_by_day(cli, conn, new_database):
 def test_ctrl_c_rolls_back_the_current_day_and_exits_130(conn, db_url):
     conn.execute("INSERT INTO daily_metrics VALUES ('2025-03-02', 42, 0, NULL, 0, 0)")
     conn.execute(SLOW_METRICS.format(seconds=30))
-    process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "metrics", "--window", "2025-03-02..2025-03-04"],
-                               env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not conn.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0]:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=20)
-    assert process.returncode == 130, err
+    result = interrupt_when_running(conn, db_url, "metrics", "--window", "2025-03-02..2025-03-04")
+    out, err = result.stdout, result.stderr
+    assert result.returncode == 130, err
     assert "interrupted: metrics 2025-03-02 rolled back and marked failed; 2 day(s) not run" in err
     assert "2025-03-02" in out                                           # the summary so far
     assert metrics_row(conn, date(2025, 3, 2)) == (42, 0, None, 0, 0)     # untouched

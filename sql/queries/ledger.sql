@@ -33,3 +33,7 @@ RETURNING id;
 UPDATE job_runs
 SET status = %(status)s, finished_at = now(), rows_written = %(rows)s, details = %(details)s, error = %(error)s
 WHERE id = %(id)s;
+
+-- name: forget
+-- A unit dropped before it could finish (its work rolled back): the run never happened.
+DELETE FROM job_runs WHERE id = %(id)s;

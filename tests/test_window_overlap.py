@@ -1,0 +1,102 @@
+"""An aggregate window runs two days at once (day D's counts while D-1 finishes its scores), yet commits
+in order and keeps the serial run's promises: a failure stops the later days, Ctrl-C rolls back what is
+running, a busy lock exits 3 after the days before it are done."""
+
+import json
+from datetime import date
+
+import psycopg
+
+from pulsecart_cli.ledger import lock_keys
+from tests.helpers import insert_events, interrupt_when_running, utc
+from tests.test_jobs import aggregates
+
+WINDOW = "2025-03-01..2025-03-05"
+MARKER = ("marker", "product.viewed", 42)  # a stored row no rerun would keep: present = day untouched
+
+SLOW_THEN_FAIL_ON = """
+CREATE FUNCTION slow_day() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.date = DATE '{day}' THEN
+        PERFORM pg_sleep({seconds});
+        IF {fail} THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_day BEFORE INSERT ON event_aggregates FOR EACH ROW EXECUTE FUNCTION slow_day();
+"""
+
+
+def five_days_with_markers(conn):
+    insert_events(conn, [(u, "product.viewed", utc(2025, 3, d, 12), {}) for d in range(1, 6) for u in "ab"])
+    for d in range(1, 6):
+        conn.execute("INSERT INTO event_aggregates (date, user_id, event_type, event_count) VALUES (%s, %s, %s, %s)",
+                     (date(2025, 3, d), *MARKER))
+
+
+def has_marker(conn, day):
+    return (MARKER[0], MARKER[1]) in aggregates(conn, day)
+
+
+def runs(conn):
+    return conn.execute("SELECT run_date, status, error FROM job_runs ORDER BY run_date").fetchall()
+
+
+def runs_started(conn):
+    return conn.execute("SELECT last_value FROM job_runs_id_seq").fetchone()[0]
+
+
+def test_a_failed_day_drops_the_next_day_already_started(cli, conn):
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=1, fail="true"))
+
+    result = cli("aggregate", "--window", WINDOW, "--json")
+
+    assert result.exit_code == 1
+    assert [(d["date"], d["status"]) for d in json.loads(result.stdout)["days"]] == [
+        ("2025-03-01", "succeeded"), ("2025-03-02", "succeeded"), ("2025-03-03", "failed")]
+    assert [(d, s) for d, s, _ in runs(conn)] == [
+        (date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded"), (date(2025, 3, 3), "failed")]
+    assert runs_started(conn) == 4          # 2025-03-04 had started while 2025-03-03 slept; it left no row
+    assert not has_marker(conn, date(2025, 3, 2))
+    assert all(has_marker(conn, date(2025, 3, d)) for d in (3, 4, 5))   # failed, dropped, never run
+    assert "injected failure for 2025-03-03" in runs(conn)[2][2]
+
+
+def test_keep_going_lets_the_next_day_finish_after_a_failure(cli, conn):
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=1, fail="true"))
+
+    result = cli("aggregate", "--window", WINDOW, "--keep-going", "--json")
+
+    assert result.exit_code == 1
+    assert [d["status"] for d in json.loads(result.stdout)["days"]] == [
+        "succeeded", "succeeded", "failed", "succeeded", "succeeded"]
+    assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, False, True, False, False]
+
+
+def test_ctrl_c_rolls_back_both_days_in_flight(conn, db_url):
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-02", seconds=30, fail="false"))
+    result = interrupt_when_running(conn, db_url, "aggregate", "--window", WINDOW, running=2)
+    out, err = result.stdout, result.stderr
+
+    assert result.returncode == 130, err
+    assert "2025-03-01" in out and "succeeded" in out                 # the summary so far
+    assert "interrupted: aggregate 2025-03-02, 2025-03-03 rolled back and marked failed; 2 day(s) not run" in err
+    assert runs(conn) == [(date(2025, 3, 1), "succeeded", None), (date(2025, 3, 2), "failed", "interrupted"),
+                          (date(2025, 3, 3), "failed", "interrupted")]
+    assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, True, True, True, True]
+
+
+def test_a_busy_day_exits_3_after_the_days_before_it(cli, conn, db_url):
+    five_days_with_markers(conn)
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)",
+                       lock_keys("aggregate", date(2025, 3, 3), None))
+        result = cli("aggregate", "--window", WINDOW)
+
+    assert result.exit_code == 3
+    assert "aggregate 2025-03-03 is locked by another session" in result.stderr
+    assert [(d, s) for d, s, _ in runs(conn)] == [(date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded")]
+    assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, False, True, True, True]
