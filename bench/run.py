@@ -87,8 +87,14 @@ def seeded_database(server_url: str, name: str, history_days: int, profile: dict
         started = time.perf_counter()
         result = seed_events(conn, spec)
         rate = result.events / (time.perf_counter() - started)
-        conn.execute("VACUUM ANALYZE events")
+        settle(conn, "VACUUM ANALYZE events")
     return url, rate
+
+
+def settle(conn, vacuum: str) -> None:
+    """Vacuum, then write the dirty pages out now rather than in a checkpoint during the next timing."""
+    conn.execute(vacuum)
+    conn.execute("CHECKPOINT")
 
 
 def seed_sql(conn, name: str, run_date: date) -> None:
@@ -113,7 +119,7 @@ def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         for day in days_between(D - timedelta(days=6), D - timedelta(days=1)):
             seed_sql(conn, "extract_events", day + timedelta(days=1))
-        conn.execute("VACUUM ANALYZE")
+        settle(conn, "VACUUM ANALYZE")
         rerun = median_time(lambda: run_daily_job(url, "aggregate", [D], INVOCATION), repeats)
 
         def forget_day():
@@ -164,7 +170,7 @@ def bench_metrics(url: str, repeats: int) -> dict:
         except psycopg.errors.InvalidTextRepresentation as exc:
             seed_error = str(exc).splitlines()[0]
         conn.execute(SQL["clean_totals"], {"start": start, "end": end})
-        conn.execute("VACUUM ANALYZE events")
+        settle(conn, "VACUUM ANALYZE events")
         pulsecart = median_time(lambda: run_daily_job(url, "metrics", [D], INVOCATION), repeats)
         seed = median_time(lambda: seed_sql(conn, "daily_metrics", D + timedelta(days=1)), repeats)
         floor = median_time(lambda: conn.execute(SQL["floor_metrics"], {"start": start, "end": end}).fetchone(),
