@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -382,6 +384,7 @@ def main() -> None:
         args.profile = "quick"
     profile = PROFILES[args.profile]
     repeats = profile["repeats"]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up when killed, too
     work = Path(tempfile.mkdtemp(prefix="pulsecart-bench-"))
     server_url = start_server(work)
     RUNNING_EMULATOR = emulator.start(work / "emulator.log")
@@ -405,6 +408,7 @@ def main() -> None:
         from pulsecart_cli import embedded
 
         embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)  # a full run leaves about 11 GB of databases
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(markdown(results))
