@@ -192,6 +192,8 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
     with render.day_progress(job, len(plan), enabled=not as_json and len(plan) > 1) as (on_start, on_done):
         run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
                             on_day_start=on_start, on_day_done=on_done)
+    for note in run.notes:
+        render.err().print(f"note: {note}", markup=False)
     if as_json:
         render.print_json(render.day_results_json(job, run.results) | {"interrupted": run.interrupted})
     else:

@@ -8,7 +8,7 @@ from datetime import date
 import psycopg
 
 from pulsecart_cli import pubsub
-from pulsecart_cli.database import connection
+from pulsecart_cli.database import connect, connection
 from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS
 from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
 from pulsecart_cli.migrations import require_current
@@ -36,6 +36,7 @@ def already_succeeded(url: str, job: str, day: date) -> tuple | None:
 class DailyRun:
     results: list[UnitResult] = field(default_factory=list)
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list)  # worth telling the operator, not failures
 
     @property
     def ok(self) -> bool:
@@ -99,13 +100,17 @@ class _OverlappingDays:
         self._guard = threading.Lock()
         self._next = 0
         self._connections: list[psycopg.Connection] = []
-        self.worker_error: BaseException | None = None
+        self.worker_error: BaseException | None = None  # a worker that could not connect; the first always has
 
     def run(self, on_day_start: Callable[[date], None], on_day_done: Callable[[UnitResult], None]) -> DailyRun:
-        with connection(self.url) as conn:
-            require_current(conn)
-        workers = [threading.Thread(target=self._work_through_days, daemon=True)
-                   for _ in range(min(DAYS_IN_FLIGHT, len(self.days)))]
+        first = connect(self.url)
+        try:
+            require_current(first)
+        except BaseException:
+            first.close()
+            raise
+        workers = [threading.Thread(target=self._work_through_days, args=(first if i == 0 else None,), daemon=True)
+                   for i in range(min(DAYS_IN_FLIGHT, len(self.days)))]
         for worker in workers:
             worker.start()
         try:
@@ -137,8 +142,8 @@ class _OverlappingDays:
                 raise day.error
             if day.result is not None and not day.result.abandoned:
                 run.results.append(day.result)
-        if self.worker_error is not None and not run.interrupted:
-            raise self.worker_error
+        if self.worker_error is not None:
+            run.notes.append(f"ran one day at a time: a second connection failed ({self.worker_error})")
         return run
 
     def _interrupt(self) -> None:
@@ -158,19 +163,21 @@ class _OverlappingDays:
             self._next += 1
             return self._next - 1
 
-    def _work_through_days(self) -> None:
+    def _work_through_days(self, conn: psycopg.Connection | None) -> None:
         try:
-            with connection(self.url) as conn:
-                with self._guard:
-                    self._connections.append(conn)
-                while (index := self._claim()) is not None:
-                    self._run_day(conn, index)
-        except BaseException as exc:  # noqa: BLE001 - it could not connect: reported by the main thread
-            self.stopping.set()
+            conn = conn or connect(self.url)
+        except BaseException as exc:  # noqa: BLE001 - e.g. no connection slot left: the other worker goes on
             self.worker_error = exc
+            return
+        with self._guard:
+            self._connections.append(conn)
+        try:
+            while (index := self._claim()) is not None:
+                self._run_day(conn, index)
         finally:
             with self._guard:
-                self._connections = [c for c in self._connections if not c.closed]
+                self._connections.remove(conn)
+            conn.close()
 
     def _run_day(self, conn: psycopg.Connection, index: int) -> None:
         day = self.days[index]

@@ -1,14 +1,18 @@
 """An aggregate window runs two days at once (day D's counts while D-1 finishes its scores), yet commits
 in order and keeps the serial run's promises: a failure stops the later days, Ctrl-C rolls back what is
-running, a busy lock exits 3 after the days before it are done."""
+running, a busy lock exits 3 after the days before it are done, and a refused second connection only
+makes it serial."""
 
 import json
+import uuid
 from datetime import date
 
 import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pulsecart_cli.ledger import lock_keys
-from tests.helpers import insert_events, interrupt_when_running, utc
+from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, utc
 from tests.test_jobs import aggregates
 
 WINDOW = "2025-03-01..2025-03-05"
@@ -100,3 +104,23 @@ def test_a_busy_day_exits_3_after_the_days_before_it(cli, conn, db_url):
     assert "aggregate 2025-03-03 is locked by another session" in result.stderr
     assert [(d, s) for d, s, _ in runs(conn)] == [(date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded")]
     assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, False, True, True, True]
+
+
+def test_a_window_goes_on_with_one_connection_when_a_second_is_refused(conn, db_url):
+    five_days_with_markers(conn)
+    role = f"pulsecart_one_connection_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1").format(sql.Identifier(role)))
+    try:
+        for grant in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}", "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}"):
+            conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+        result = run_pulsecart("aggregate", "--window", WINDOW, "--json",
+                               env={"PULSECART_DATABASE_URL": make_conninfo(db_url, user=role, password="")})
+
+        assert result.returncode == 0, result.stderr
+        assert [d["status"] for d in json.loads(result.stdout)["days"]] == ["succeeded"] * 5
+        assert "note: ran one day at a time: a second connection failed" in result.stderr
+        assert "too many connections for role" in result.stderr
+        assert not any(has_marker(conn, date(2025, 3, d)) for d in range(1, 6))
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
