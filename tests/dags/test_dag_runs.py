@@ -1,9 +1,12 @@
 """Rendered commands for concrete scheduled and backfill runs, and real runs through `airflow dags test`."""
 
+import json
 import re
 from datetime import date
 
+from pulsecart_cli import pubsub
 from tests.helpers import insert_events, utc
+from tests.test_reconcile import add_watcher, drain, event, publish_dead_letters
 
 
 def rendered(result) -> dict:
@@ -89,3 +92,23 @@ def test_a_backfill_run_processes_the_day_before_its_logical_date(airflow, conn)
                      "backfill__2025-03-10T03:00:00+00:00")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert ledger(conn) == [("metrics", date(2025, 3, 9), "succeeded", "airflow", "backfill__2025-03-10T03:00:00+00:00")]
+
+
+def test_dags_test_reconciles_every_topic_on_the_emulator(airflow, conn, cli, gcp_project, pubsub_emulator):
+    assert cli("pubsub", "setup").exit_code == 0
+    clients = pubsub.connect(gcp_project)
+    watch = add_watcher(clients)
+    publish_dead_letters(clients, [(event(1), {}, ""), (b"not json {", {}, ""), (event(2), {}, "")])
+
+    result = airflow("dags", "test", "pulsecart_dead_letter_reconciliation", "2025-03-04T06:00:00+00:00",
+                     extra_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host,
+                                "AIRFLOW_VAR_PULSECART_GCP_PROJECT": gcp_project})
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "state=success" in result.stdout + result.stderr
+    runs = conn.execute("SELECT target, status, trigger, rows_written FROM job_runs ORDER BY target").fetchall()
+    assert runs == [("pulsecart.commerce-events", "succeeded", "airflow", 3),
+                    ("pulsecart.system-events", "succeeded", "airflow", 0),
+                    ("pulsecart.user-actions", "succeeded", "airflow", 0)]
+    assert sorted(json.loads(m.data)["event_id"] for m in drain(clients, watch)) == ["e1", "e2"]
+    assert conn.execute("SELECT data, reason FROM dead_letter_quarantine").fetchall() == [(b"not json {", "not JSON")]
