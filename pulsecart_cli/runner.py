@@ -100,7 +100,7 @@ class _OverlappingDays:
         self._guard = threading.Lock()
         self._next = 0
         self._connections: list[psycopg.Connection] = []
-        self.worker_error: BaseException | None = None  # a worker that could not connect; the first always has
+        self.worker_error: BaseException | None = None  # why a second worker could not connect
 
     def run(self, on_day_start: Callable[[date], None], on_day_done: Callable[[UnitResult], None]) -> DailyRun:
         first = connect(self.url)
