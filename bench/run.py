@@ -247,9 +247,9 @@ def bench_reconcile(url: str, messages: int, repeats: int) -> dict:
     os.environ["PUBSUB_EMULATOR_HOST"] = RUNNING_EMULATOR.host
     clients = pubsub.connect("bench")
     pubsub.setup(clients, [pubsub.TopicPair(t) for t in pubsub.TOPICS])
-    clients.subscriber.delete_subscription(
-        request={"subscription": clients.subscription_path(pubsub.TopicPair("commerce-events").consumer_subscription)})
     pair = pubsub.TopicPair("commerce-events")
+    clients.subscriber.delete_subscription(
+        request={"subscription": clients.subscription_path(pair.consumer_subscription)})
     results = {}
     with psycopg.connect(url, autocommit=True) as conn:
         variants = {
@@ -276,9 +276,10 @@ MEASURE = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:
            " stderr=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
 
 
-def peak_rss_mb(*args: str, env: dict) -> float:
+def peak_rss_mb(url: str, *args: str) -> float:
     result = subprocess.run([sys.executable, "-c", MEASURE, sys.executable, "-m", "pulsecart_cli", *args],
-                            env=os.environ | env, capture_output=True, text=True, check=False)
+                            env=os.environ | {"PULSECART_DATABASE_URL": url}, capture_output=True, text=True,
+                            check=False)
     if result.returncode != 0:
         raise RuntimeError(f"pulsecart {' '.join(args)} failed")
     return int(result.stdout.strip()) / 1024
@@ -289,14 +290,13 @@ def bench_memory(server_url: str, url7: str, url30: str, profile: dict) -> dict:
     day = str(D)
     seed_args = ("seed", "--users", str(profile["users"]), "--events-per-day", str(profile["events"] // 10))
     return {
-        "seed_1_day_mb": peak_rss_mb(*seed_args, "--start", "2024-01-01", "--days", "1", env={"PULSECART_DATABASE_URL": scratch}),
-        "seed_10_days_mb": peak_rss_mb(*seed_args, "--start", "2024-02-01", "--days", "10",
-                                       env={"PULSECART_DATABASE_URL": scratch}),
-        "aggregate_7_days_mb": peak_rss_mb("aggregate", "--date", day, env={"PULSECART_DATABASE_URL": url7}),
-        "aggregate_30_days_mb": peak_rss_mb("aggregate", "--date", day, env={"PULSECART_DATABASE_URL": url30}),
-        "metrics_7_days_mb": peak_rss_mb("metrics", "--date", day, env={"PULSECART_DATABASE_URL": url7}),
-        "metrics_30_days_mb": peak_rss_mb("metrics", "--date", day, env={"PULSECART_DATABASE_URL": url30}),
-        "status_mb": peak_rss_mb("status", "--end", day, env={"PULSECART_DATABASE_URL": url30}),
+        "seed_1_day_mb": peak_rss_mb(scratch, *seed_args, "--start", "2024-01-01", "--days", "1"),
+        "seed_10_days_mb": peak_rss_mb(scratch, *seed_args, "--start", "2024-02-01", "--days", "10"),
+        "aggregate_7_days_mb": peak_rss_mb(url7, "aggregate", "--date", day),
+        "aggregate_30_days_mb": peak_rss_mb(url30, "aggregate", "--date", day),
+        "metrics_7_days_mb": peak_rss_mb(url7, "metrics", "--date", day),
+        "metrics_30_days_mb": peak_rss_mb(url30, "metrics", "--date", day),
+        "status_mb": peak_rss_mb(url30, "status", "--end", day),
     }
 
 

@@ -9,9 +9,8 @@ abandonment rate, revenue, invalid order totals) into `daily_metrics`:
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
-from pulsecart_common import CLI, DATABASE_ENV, PRIOR_DAY, default_args, rerun_help
+from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help
 
 with DAG(
     dag_id="pulsecart_daily_metrics",
@@ -24,10 +23,4 @@ with DAG(
     doc_md=__doc__ + rerun_help("pulsecart metrics --date 2025-03-03\n"
                                 "pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed"),
 ) as dag:
-    BashOperator(
-        task_id="compute_daily_metrics",
-        bash_command=f"{CLI} metrics --date {PRIOR_DAY}",
-        env=DATABASE_ENV,
-        append_env=True,
-        skip_on_exit_code=None,
-    )
+    cli_task("compute_daily_metrics", f"metrics --date {PRIOR_DAY}")

@@ -9,9 +9,8 @@ Review the quarantine with `pulsecart quarantine list`.
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG
-from pulsecart_common import CLI, DATABASE_ENV, PROJECT_FLAG, default_args, rerun_help
+from pulsecart_common import PROJECT_FLAG, cli_task, default_args, rerun_help
 
 TOPICS = ("commerce-events", "user-actions", "system-events")
 
@@ -27,10 +26,4 @@ with DAG(
                                 "pulsecart reconcile --topic all"),
 ) as dag:
     for topic in TOPICS:
-        BashOperator(
-            task_id=f"reconcile_{topic.replace('-', '_')}",
-            bash_command=f"{CLI} reconcile --topic {topic}{PROJECT_FLAG}",
-            env=DATABASE_ENV,
-            append_env=True,
-            skip_on_exit_code=None,
-        )
+        cli_task(f"reconcile_{topic.replace('-', '_')}", f"reconcile --topic {topic}{PROJECT_FLAG}")

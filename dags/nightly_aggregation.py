@@ -11,18 +11,9 @@ Rerunning a day replaces its results exactly; backfilling an old day never moves
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.sensors.bash import BashSensor
 from airflow.sdk import DAG
-from pulsecart_common import (
-    CLI,
-    DATABASE_ENV,
-    EXIT_INCOMPLETE,
-    PRIOR_DAY,
-    SENSOR_ENV,
-    default_args,
-    rerun_help,
-)
+from pulsecart_common import CLI, EXIT_INCOMPLETE, PRIOR_DAY, SENSOR_ENV, cli_task, default_args, rerun_help
 
 with DAG(
     dag_id="pulsecart_nightly_aggregation",
@@ -45,12 +36,6 @@ with DAG(
         timeout=6 * 60 * 60,
     )
 
-    aggregate = BashOperator(
-        task_id="aggregate_prior_day",
-        bash_command=f"{CLI} aggregate --date {PRIOR_DAY}",
-        env=DATABASE_ENV,
-        append_env=True,
-        skip_on_exit_code=None,
-    )
+    aggregate = cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}")
 
     wait_for_prior_day >> aggregate

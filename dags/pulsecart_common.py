@@ -7,6 +7,8 @@ and the dates are Jinja templates rendered when a task runs.
 import os
 from datetime import timedelta
 
+from airflow.providers.standard.operators.bash import BashOperator
+
 # Airflow Variable `pulsecart_cli`: the path to the CLI on the workers (default: `pulsecart` on PATH).
 CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
 
@@ -31,6 +33,13 @@ SENSOR_ENV = DATABASE_ENV | {
 
 # check-complete exits 4 while the day's data is still arriving: poke again. Anything else fails.
 EXIT_INCOMPLETE = 4
+
+
+def cli_task(task_id: str, arguments: str) -> BashOperator:
+    """A task that runs `pulsecart <arguments>` with the database URL added to the worker's environment.
+    Every exit code but 0 fails the task (Airflow's default would turn 99 into "skipped")."""
+    return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV, append_env=True,
+                        skip_on_exit_code=None)
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:

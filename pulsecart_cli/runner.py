@@ -68,12 +68,17 @@ def run_daily_job(
             result = run_unit(conn, job, lambda c, day=day: day_job(c, day), invocation, run_date=day, wait=wait)
             run.results.append(result)
             on_day_done(result)
-            if result.interrupted:
-                run.interrupted = True
-                break
-            if result.status == "failed" and not keep_going:
+            run.interrupted = result.interrupted
+            if not _next_day_may_run(result, keep_going):
                 break
     return run
+
+
+def _next_day_may_run(result: UnitResult | None, keep_going: bool) -> bool:
+    """After this day (None: it never got to run), may the window's next day run?"""
+    if result is None or result.interrupted or result.abandoned:
+        return False
+    return result.status == "succeeded" or keep_going
 
 
 DAYS_IN_FLIGHT = 2
@@ -187,7 +192,7 @@ class _OverlappingDays:
         except BaseException as exc:  # noqa: BLE001 - the lock was busy or the connection died
             day.error = exc
         finally:
-            if not self._may_follow(day):
+            if not _next_day_may_run(day.result, self.keep_going):
                 self.stopping.set()
             day.finished.set()
 
@@ -207,19 +212,12 @@ class _OverlappingDays:
         if index == 0:
             return
         previous = self.days[index - 1]
-        while not previous.finished.wait(0.1):
-            if self.interrupted.is_set():
-                raise KeyboardInterrupt
+        while not (previous.finished.wait(0.1) or self.interrupted.is_set()):
+            pass
         if self.interrupted.is_set():
             raise KeyboardInterrupt
-        if not self._may_follow(previous):
+        if not _next_day_may_run(previous.result, self.keep_going):
             raise Abandoned
-
-    def _may_follow(self, day: _Day) -> bool:
-        result = day.result
-        if result is None or result.interrupted or result.abandoned:
-            return False
-        return result.status == "succeeded" or self.keep_going
 
 
 def run_reconcile(
