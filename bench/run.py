@@ -289,7 +289,16 @@ def bench_memory(server_url: str, url7: str, url30: str, profile: dict) -> dict:
     scratch = fresh_database(server_url, "bench_memory")
     day = str(D)
     seed_args = ("seed", "--users", str(profile["users"]), "--events-per-day", str(profile["events"] // 10))
+    clients, pair = pubsub.connect("bench"), pubsub.TopicPair("commerce-events")  # set up by bench_reconcile
+
+    def reconcile_backlog_mb(backlog: int) -> float:
+        publish_backlog(clients, pair, backlog)
+        return peak_rss_mb(url30, "reconcile", "--topic", "commerce-events", "--project", "bench",
+                           "--pull-timeout", "1")
+
     return {
+        "reconcile_tenth_backlog_mb": reconcile_backlog_mb(profile["messages"] // 10),
+        "reconcile_full_backlog_mb": reconcile_backlog_mb(profile["messages"]),
         "seed_1_day_mb": peak_rss_mb(scratch, *seed_args, "--start", "2024-01-01", "--days", "1"),
         "seed_10_days_mb": peak_rss_mb(scratch, *seed_args, "--start", "2024-02-01", "--days", "10"),
         "aggregate_7_days_mb": peak_rss_mb(url7, "aggregate", "--date", day),
@@ -322,6 +331,8 @@ def ratios(r: dict) -> dict:
         "aggregate peak memory, 30 ÷ 7 days of history":
             r["memory"]["aggregate_30_days_mb"] / r["memory"]["aggregate_7_days_mb"],
         "seed peak memory, 10 days ÷ 1 day": r["memory"]["seed_10_days_mb"] / r["memory"]["seed_1_day_mb"],
+        "reconcile peak memory, whole ÷ a tenth of the backlog":
+            r["memory"]["reconcile_full_backlog_mb"] / r["memory"]["reconcile_tenth_backlog_mb"],
     }
 
 
@@ -334,6 +345,7 @@ GOALS = {
     "reconcile ÷ floor with ordering (throughput)": ("≥", 0.5),
     "aggregate peak memory, 30 ÷ 7 days of history": ("≤", 1.2),
     "seed peak memory, 10 days ÷ 1 day": ("≤", 1.2),
+    "reconcile peak memory, whole ÷ a tenth of the backlog": ("≤", 1.2),
 }
 
 

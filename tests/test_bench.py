@@ -19,5 +19,6 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     assert len(results["ratios"]) >= 12
     assert all(math.isfinite(v) and v > 0 for v in results["ratios"].values())
     assert results["reconcile"]["messages"] == 200
+    assert results["memory"]["reconcile_full_backlog_mb"] > 0
     assert "invalid input syntax for type numeric" in results["metrics"]["seed_on_bad_totals"]
     assert "| aggregate rerun ÷ floor (30 days of history) |" in result.stdout
