@@ -3,7 +3,7 @@
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import psycopg
 
@@ -208,9 +208,11 @@ class _OverlappingDays:
             raise KeyboardInterrupt  # not committed yet: roll back like the day still running
         return outcome
 
-    def _wait_for_previous(self, index: int) -> None:
+    def _wait_for_previous(self, index: int) -> int | None:
+        """Once the window's previous day has ended: its ledger id if it is the day before this one and
+        succeeded, else None. Raises ``Abandoned`` when this day must not run after it."""
         if index == 0:
-            return
+            return None
         previous = self.days[index - 1]
         while not (previous.finished.wait(0.1) or self.interrupted.is_set()):
             pass
@@ -218,6 +220,8 @@ class _OverlappingDays:
             raise KeyboardInterrupt
         if not _next_day_may_run(previous.result, self.keep_going):
             raise Abandoned
+        day_before = previous.day == self.days[index].day - timedelta(days=1)
+        return previous.result.run_id if day_before and previous.result.status == "succeeded" else None
 
 
 def run_reconcile(

@@ -40,19 +40,47 @@ WITH fresh AS MATERIALIZED (
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
        (SELECT count(*) FROM inserted);
 
+-- name: previous_scores_hold
+-- Scores as of D-1 written by run %(previous_run)s (this window's previous day) still match the counts of
+-- D-7 .. D-1 unless another process has since replaced one of those days, or is replacing one now.
+SELECT NOT EXISTS (
+    SELECT 1
+    FROM job_runs previous
+    JOIN job_runs other ON other.job = previous.job
+                       AND other.run_date BETWEEN %(day)s::date - 7 AND %(day)s::date - 1
+                       AND (other.host, other.pid) IS DISTINCT FROM (previous.host, previous.pid)
+    WHERE previous.id = %(previous_run)s
+      AND (other.status = 'running' OR (other.status = 'succeeded' AND other.finished_at > previous.started_at))
+);
+
 -- name: replace_history
 WITH fresh AS MATERIALIZED (
-    -- Score as of D: 10 x orders + 3 x items added + 1 x views over the seven days D-6 .. D.
-    SELECT user_id,
-           sum(event_count * CASE event_type
-                                 WHEN 'order.placed' THEN 10
-                                 WHEN 'cart.item_added' THEN 3
-                                 WHEN 'product.viewed' THEN 1
-                                 ELSE 0
-                             END) AS score
+    -- Score as of D: the weighted event counts of the seven days D-6 .. D (weights: event_weight()).
+    SELECT user_id, sum(event_count * event_weight(event_type)) AS score
     FROM event_aggregates
-    WHERE date BETWEEN %(day)s::date - 6 AND %(day)s::date
+    WHERE date BETWEEN %(day)s::date - 6 AND %(day)s::date AND NOT %(from_previous)s
     GROUP BY user_id
+    UNION ALL
+    -- The same scores from those as of D-1 (trusted by the caller): + D's points - D-7's points.
+    -- sources: 1 scored as of D-1, 2 active on D, 4 active on D-7. A user scored as of D-1 who was
+    -- active on D-7 but not on D keeps a score only if active on one of D-6 .. D-1.
+    SELECT user_id, score FROM (
+        SELECT user_id, sum(points) AS score, bit_or(source) AS sources
+        FROM (
+            SELECT user_id, score AS points, 1 AS source
+            FROM personalization_score_history WHERE as_of = %(day)s::date - 1
+            UNION ALL
+            SELECT user_id, event_count * event_weight(event_type) * CASE WHEN date = %(day)s THEN 1 ELSE -1 END,
+                   CASE WHEN date = %(day)s THEN 2 ELSE 4 END
+            FROM event_aggregates WHERE date = %(day)s OR date = %(day)s::date - 7
+        ) AS changes
+        WHERE %(from_previous)s
+        GROUP BY user_id
+    ) AS carried
+    WHERE sources & 2 = 2 OR sources = 1
+       OR (sources = 5 AND EXISTS (SELECT 1 FROM event_aggregates a
+                                   WHERE a.date BETWEEN %(day)s::date - 6 AND %(day)s::date - 1
+                                     AND a.user_id = carried.user_id))
 ), diff AS MATERIALIZED (
     SELECT coalesce(f.user_id, s.user_id) AS user_id, f.score AS new_score, s.score AS old_score
     FROM fresh f
