@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 from pulsecart_cli.ledger import lock_keys
 from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, utc
-from tests.test_jobs import aggregates
+from tests.test_jobs import aggregates, history
 
 WINDOW = "2025-03-01..2025-03-05"
 MARKER = ("marker", "product.viewed", 42)  # a stored row no rerun would keep: present = day untouched
@@ -74,9 +74,12 @@ def test_keep_going_lets_the_next_day_finish_after_a_failure(cli, conn):
     result = cli("aggregate", "--window", WINDOW, "--keep-going", "--json")
 
     assert result.exit_code == 1
-    assert [d["status"] for d in json.loads(result.stdout)["days"]] == [
-        "succeeded", "succeeded", "failed", "succeeded", "succeeded"]
+    days = json.loads(result.stdout)["days"]
+    assert [d["status"] for d in days] == ["succeeded", "succeeded", "failed", "succeeded", "succeeded"]
     assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, False, True, False, False]
+    # The day after the failed one is scored from scratch: days 1, 2 and 4, and day 3 as it was.
+    assert days[3]["details"]["scores_from_previous_day"] is False
+    assert history(conn, date(2025, 3, 4)) == {"a": 3, "b": 3, "marker": 42}
 
 
 def test_ctrl_c_rolls_back_both_days_in_flight(conn, db_url):
