@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pulsecart_cli import embedded
 from pulsecart_cli.errors import ConfigError, DatabaseError
@@ -16,22 +17,29 @@ URL_ENV = "PULSECART_DATABASE_URL"
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, safe to print."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with any password replaced by ***, safe to print (URI or key=value form)."""
+    return scrub(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url), url)
 
 
 def scrub(message: str, url: str | None) -> str:
     """Remove the URL's password from a message, wherever it appears."""
-    if not url:
-        return message
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    message = message.replace(url, redact(url))
-    if password:
+    for password in _passwords(url) if url else ():
         message = message.replace(password, "***")
     return message
+
+
+def _passwords(url: str) -> set[str]:
+    """The password as written in the URL and as libpq reads it (percent-decoded, unquoted)."""
+    found = set()
+    try:
+        found.add(urlsplit(url).password or "")
+    except ValueError:
+        pass
+    try:
+        found.add(conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        pass
+    return found - {""}
 
 
 def under_airflow() -> bool:

@@ -71,7 +71,7 @@ def test_dry_run_changes_nothing(cli, conn):
     assert conn.execute("SELECT count(*) FROM event_aggregates").fetchone()[0] == 0
 
 
-def test_window_equals_day_by_day(cli, conn, new_database):
+def test_window_equals_day_by_day(cli, conn, db_url, new_database):
     import psycopg
 
     from pulsecart_cli.seed import SeedSpec, seed_events
@@ -94,7 +94,7 @@ def test_window_equals_day_by_day(cli, conn, new_database):
                               ).fetchall(),
                     c.execute("SELECT user_id, score, as_of FROM personalization_scores ORDER BY 1").fetchall())
 
-    window_result, daily_result = snapshot(conn.info.dsn), snapshot(other_url)
+    window_result, daily_result = snapshot(db_url), snapshot(other_url)
     assert window_result == daily_result
     assert len(window_result[1]) > 14 * 30
 

@@ -166,11 +166,18 @@ def test_bad_input_is_one_line_with_exit_code(args, code, message):
     assert "Traceback" not in result.stderr
 
 
-def test_unreachable_database_never_prints_the_password():
-    result = run_pulsecart("aggregate", "--date", "2025-03-01",
-                           env={"PULSECART_DATABASE_URL": "postgresql://alice:hunter2secret@127.0.0.1:1/pulsecart"})
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://alice:hunter2secret@127.0.0.1:1/pulsecart", "postgresql://alice:***@127.0.0.1:1/pulsecart"),
+    ("host=127.0.0.1 port=1 user=alice password=hunter2secret dbname=pulsecart",
+     "host=127.0.0.1 port=1 user=alice password=*** dbname=pulsecart"),
+    ("host=127.0.0.1 port=1 password='hunter2secret' dbname=pulsecart", "host=127.0.0.1 port=1 password='***'"),
+    ("postgresql://alice@127.0.0.1:1/pulsecart?password=hunter2secret",
+     "postgresql://alice@127.0.0.1:1/pulsecart?password=***"),
+])
+def test_unreachable_database_never_prints_the_password(url, shown):
+    result = run_pulsecart("aggregate", "--date", "2025-03-01", env={"PULSECART_DATABASE_URL": url})
     assert result.returncode == 1
-    assert result.stderr.startswith("Error: cannot connect to the database at postgresql://alice:***@127.0.0.1:1/pulsecart")
+    assert result.stderr.startswith(f"Error: cannot connect to the database at {shown}")
     assert "hunter2secret" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
 

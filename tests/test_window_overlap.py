@@ -112,17 +112,20 @@ def test_a_busy_day_exits_3_after_the_days_before_it(cli, conn, db_url):
 def test_a_window_goes_on_with_one_connection_when_a_second_is_refused(conn, db_url):
     five_days_with_markers(conn)
     role = f"pulsecart_one_connection_{uuid.uuid4().hex[:8]}"
-    conn.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1").format(sql.Identifier(role)))
+    password = uuid.uuid4().hex   # a server that asks for passwords (not the embedded one) gets one
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1 PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(password)))
     try:
         for grant in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}", "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}"):
             conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
         result = run_pulsecart("aggregate", "--window", WINDOW, "--json",
-                               env={"PULSECART_DATABASE_URL": make_conninfo(db_url, user=role, password="")})
+                               env={"PULSECART_DATABASE_URL": make_conninfo(db_url, user=role, password=password)})
 
         assert result.returncode == 0, result.stderr
         assert [d["status"] for d in json.loads(result.stdout)["days"]] == ["succeeded"] * 5
         assert "note: ran one day at a time: a second connection failed" in result.stderr
         assert "too many connections for role" in result.stderr
+        assert password not in result.stderr
         assert not any(has_marker(conn, date(2025, 3, d)) for d in range(1, 6))
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
