@@ -172,7 +172,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         done = already_succeeded(url, job, days[0])
         if done:
             run_id, _, finished_at, done_trigger = done
-            render.err().print(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
+            render.message(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
                                f"finished {finished_at:%Y-%m-%d %H:%M:%S%z}); nothing to do")
             if as_json:
                 render.print_json({"job": job, "ok": True, "days": [], "skipped": "already succeeded"})
@@ -185,7 +185,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
             render.out().print(render.plan_text(job, plan))
         return 0
     if not plan:
-        render.err().print(f"{job}: no day in {days[0]}..{days[-1]} matches the selection; nothing to do")
+        render.message(f"{job}: no day in {days[0]}..{days[-1]} matches the selection; nothing to do")
         if as_json:
             render.print_json({"job": job, "ok": True, "days": []})
         return 0
@@ -193,14 +193,14 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
                             on_day_start=on_start, on_day_done=on_done)
     for note in run.notes:
-        render.err().print(f"note: {note}", markup=False)
+        render.message(f"note: {note}")
     if as_json:
         render.print_json(render.day_results_json(job, run.results) | {"interrupted": run.interrupted})
     else:
         render.out().print(render.day_results_table(job, run.results))
         not_run = len(plan) - len(run.results)
         if not_run and not run.interrupted:
-            render.err().print(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
+            render.message(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
     if run.interrupted:
         rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
         return _fail(f"interrupted: {job} {rolled_back} rolled back and marked failed; "

@@ -39,6 +39,11 @@ def err() -> Console:
     return _console(sys.stderr)
 
 
+def message(text: str) -> None:
+    """One line on stderr, never wrapped: logs are read and grepped line by line."""
+    err().print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _default(value):
     if isinstance(value, (date, datetime)):
         return value.isoformat()
