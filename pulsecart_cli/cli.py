@@ -173,7 +173,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         if done:
             run_id, _, finished_at, done_trigger = done
             render.message(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
-                               f"finished {finished_at:%Y-%m-%d %H:%M:%S%z}); nothing to do")
+                           f"finished {finished_at:%Y-%m-%d %H:%M:%S%z}); nothing to do")
             if as_json:
                 render.print_json({"job": job, "ok": True, "days": [], "skipped": "already succeeded"})
             return 0

@@ -27,8 +27,9 @@ STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow"}
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80
 
 
-def _console(stream) -> Console:
-    return Console(file=stream, highlight=False, width=None if stream.isatty() else NON_TERMINAL_WIDTH)
+def _console(stream, soft_wrap: bool = False) -> Console:
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else NON_TERMINAL_WIDTH,
+                   soft_wrap=soft_wrap)
 
 
 def out() -> Console:
@@ -36,12 +37,13 @@ def out() -> Console:
 
 
 def err() -> Console:
-    return _console(sys.stderr)
+    """Messages for the operator: each stays one line, however long (logs are grepped line by line)."""
+    return _console(sys.stderr, soft_wrap=True)
 
 
 def message(text: str) -> None:
-    """One line on stderr, never wrapped: logs are read and grepped line by line."""
-    err().print(text, markup=False, highlight=False, soft_wrap=True)
+    """Plain text (no Rich markup) on stderr."""
+    err().print(text, markup=False)
 
 
 def _default(value):
@@ -173,7 +175,7 @@ def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=err(), transient=False) as progress:
+    with Progress(*columns, console=_console(sys.stderr), transient=False) as progress:
         task = progress.add_task(job, total=total)
 
         def on_start(day):
