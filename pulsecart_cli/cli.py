@@ -191,7 +191,8 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         return 0
     with render.day_progress(job, len(plan), enabled=not as_json and len(plan) > 1) as (on_start, on_done):
         run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
-                            on_day_start=on_start, on_day_done=on_done)
+                            on_day_start=on_start, on_day_done=on_done,
+                            notify=lambda note: render.message(f"note: {note}"))
     for note in run.notes:
         render.message(f"note: {note}")
     if as_json:

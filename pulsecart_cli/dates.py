@@ -40,10 +40,16 @@ def days_between(start: date, end: date) -> list[date]:
 
 
 def select_days(date_text: str | None, window_text: str | None) -> list[date]:
-    """Exactly one of --date and --window."""
+    """Exactly one of --date and --window, never after today (UTC): a day that has not happened has no data."""
     if (date_text is None) == (window_text is None):
         raise UsageError("give exactly one of --date D or --window A..B")
-    return [parse_day(date_text)] if date_text is not None else parse_window(window_text)
+    days = [parse_day(date_text)] if date_text is not None else parse_window(window_text)
+    today = today_utc()
+    if days[-1] > today:
+        option = "--date" if date_text is not None else "--window"
+        raise UsageError(f"{option}: {days[-1]} is in the future (today is {today} UTC); "
+                         "a day can be processed from the day itself on")
+    return days
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:

@@ -1,7 +1,9 @@
 """The per-day jobs. Each runs inside a transaction its caller opened and returns what it wrote."""
 
+import time
 from collections.abc import Callable
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -11,38 +13,76 @@ from pulsecart_cli.ledger import Outcome
 from pulsecart_cli.queries import query
 
 
-def aggregate_day(conn: psycopg.Connection, day: date,
-                  wait_for_previous_day: Callable[[], int | None] = lambda: None) -> Outcome:
-    """Replace D's event_aggregates and scores as of D; move the current scores forward when D is newest.
+@dataclass(frozen=True)
+class DayContext:
+    """What the runner tells one day's work about the run around it."""
 
-    D's counts need nothing else; its scores read D-6 .. D-1. In a window the runner passes
-    ``wait_for_previous_day``, which returns once D-1 has committed, so D's counts overlap D-1's scores.
-    It returns the ledger id of D-1's run when this window computed D-1: D's scores are then carried
-    forward from D-1's (+ D, - D-7), half the work of grouping seven days, unless another process has
-    replaced one of those days since."""
+    later_days: frozenset[date] = frozenset()  # days this run will process after this one
+    # Returns once the run's previous day has committed (a window keeps two days in flight).
+    wait_for_previous_day: Callable[[], None] = lambda: None
+    notify: Callable[[str], None] = lambda message: None  # a note for the operator, now
+
+
+SCORES_LOCK_NOTE_AFTER_S = 1.0
+
+
+def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+    """Replace D's event_aggregates and the scores as of D, and rescore the as-of days D+1 .. D+6 that
+    read D's counts when they changed.
+
+    Counts of different days are written in parallel. The score step then takes one lock for all runs
+    (held until commit), so it sees every count committed before it: whatever the order or parallelism
+    of runs, the last one to change a day's counts rescored every as-of day that reads them. Scores are
+    carried forward from the day before (+ D, - D-7) whenever those are fresh: half the work of
+    grouping seven days. ``personalization_scores`` is a view of the newest aggregated day's scores."""
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
-    conn.execute(query("aggregate.set_work_mem"))
+    conn.execute(query("aggregate.begin_day"))
     aggregate_rows, *counts_written = conn.execute(query("aggregate.replace_counts"), params).fetchone()
-    previous_run = wait_for_previous_day()
-    from_previous = previous_run is not None and conn.execute(
-        query("aggregate.previous_scores_hold"), params | {"previous_run": previous_run}).fetchone()[0]
-    scored_users, *history_written = conn.execute(
-        query("aggregate.replace_history"), params | {"from_previous": from_previous}).fetchone()
-    current_as_of = conn.execute(query("aggregate.lock_current_as_of")).fetchone()[0]
-    advances = current_as_of is None or day >= current_as_of
-    if advances:
-        conn.execute(query("aggregate.replace_current"), params)
-        conn.execute(query("aggregate.set_current_as_of"), params)
+    context.wait_for_previous_day()
+    _lock_scores(conn, day, context.notify)
+    conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written)})
+    scored_users, from_previous, history_written = _score(conn, day)
+    refreshed = [row[0] for row in conn.execute(
+        query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
+    for as_of in refreshed:
+        history_written += _score(conn, as_of)[2]
+    current_as_of = conn.execute(query("aggregate.current_as_of")).fetchone()[0]
     return Outcome(
         rows=aggregate_rows,
-        details={"aggregate_rows": aggregate_rows, "scored_users": scored_users, "current_scores_updated": advances,
-                 "aggregates_written": sum(counts_written), "history_written": sum(history_written),
-                 "scores_from_previous_day": from_previous},
+        details={"aggregate_rows": aggregate_rows, "scored_users": scored_users,
+                 "aggregates_written": sum(counts_written), "history_written": history_written,
+                 "scores_from_previous_day": from_previous,
+                 "scores_refreshed": [str(d) for d in refreshed],
+                 "current_scores_as_of": str(current_as_of) if current_as_of else None,
+                 "current_scores_updated": current_as_of is not None and (current_as_of == day or current_as_of in refreshed)},
     )
 
 
-def metrics_day(conn: psycopg.Connection, day: date) -> Outcome:
+def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], None]) -> None:
+    """The score step's lock; says so when another run's score step keeps it for more than a second."""
+    deadline = time.monotonic() + SCORES_LOCK_NOTE_AFTER_S
+    while not conn.execute(query("aggregate.try_lock_scores")).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            notify(f"aggregate {day}: waiting for another run's score step to commit "
+                   "(scores read seven days' counts, so score steps run one at a time)")
+            conn.execute(query("aggregate.lock_scores"))
+            return
+        time.sleep(0.05)
+
+
+def _score(conn: psycopg.Connection, as_of: date) -> tuple[int, bool, int]:
+    """Replace the scores as of ``as_of``, carried forward from the day before when those are fresh,
+    and record what they were computed from. Returns (users scored, carried forward, rows written)."""
+    row = conn.execute(query("aggregate.scores_fresh"), {"day": as_of - timedelta(days=1)}).fetchone()
+    from_previous = bool(row and row[0])
+    scored_users, *written = conn.execute(
+        query("aggregate.replace_history"), {"day": as_of, "from_previous": from_previous}).fetchone()
+    conn.execute(query("aggregate.record_scores"), {"day": as_of})
+    return scored_users, from_previous, sum(written)
+
+
+def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
     """Replace D's daily_metrics row."""
     start, end = day_bounds(day)
     orders, abandoned, rate, revenue, invalid = conn.execute(
@@ -64,6 +104,8 @@ def _plain(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-DAILY_JOBS = {"aggregate": aggregate_day, "metrics": metrics_day}
-# Jobs that accept ``wait_for_previous_day``: a window runs two of their days at once, committing in order.
+DAILY_JOBS: dict[str, Callable[[psycopg.Connection, date, DayContext], Outcome]] = {
+    "aggregate": aggregate_day, "metrics": metrics_day}
+# Jobs whose day waits for ``DayContext.wait_for_previous_day``: a window runs two of their days at once,
+# committing in order.
 OVERLAPPING_JOBS = {"aggregate"}

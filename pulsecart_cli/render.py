@@ -143,8 +143,10 @@ def _notes(result: UnitResult) -> str:
         return note
     if result.job == "aggregate":
         d = result.details
-        current = "current scores updated" if d["current_scores_updated"] else "backfill: current scores kept"
-        return f"{d['scored_users']} users scored; {current}"
+        note = f"{d['scored_users']} users scored; current scores as of {d['current_scores_as_of']}"
+        if d["scores_refreshed"]:
+            note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
+        return note
     return ", ".join(f"{k} {v}" for k, v in result.details.items())
 
 
@@ -216,6 +218,7 @@ def status_json(states_by_job: dict, window: list[date]) -> dict:
         "jobs": {
             job: {"counts": _counts(states), "fix": _fix_command(job, states),
                   "days": [{"date": day, "state": s.state, "latest_run_id": s.latest_run_id}
+                           | ({"reason": s.stale_reason} if s.state == "stale" else {})
                            for day, s in sorted(states.items())]}
             for job, states in states_by_job.items()
         },

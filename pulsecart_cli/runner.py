@@ -3,13 +3,13 @@
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 import psycopg
 
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
-from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS
+from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS, DayContext
 from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
@@ -53,19 +53,22 @@ def run_daily_job(
     keep_going: bool = False,
     on_day_start: Callable[[date], None] = lambda day: None,
     on_day_done: Callable[[UnitResult], None] = lambda result: None,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
     Stops at the first failed day unless ``keep_going``, and at Ctrl-C (the current day rolled back)."""
     days = sorted(days)
     if job in OVERLAPPING_JOBS and len(days) > 1:
-        return _OverlappingDays(url, job, days, invocation, wait, keep_going).run(on_day_start, on_day_done)
+        return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(on_day_start, on_day_done)
     day_job = DAILY_JOBS[job]
     run = DailyRun()
     with connection(url) as conn:
         require_current(conn)
-        for day in days:
+        for index, day in enumerate(days):
             on_day_start(day)
-            result = run_unit(conn, job, lambda c, day=day: day_job(c, day), invocation, run_date=day, wait=wait)
+            context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
+            result = run_unit(conn, job, lambda c, day=day, context=context: day_job(c, day, context), invocation,
+                              run_date=day, wait=wait)
             run.results.append(result)
             on_day_done(result)
             run.interrupted = result.interrupted
@@ -97,8 +100,10 @@ class _OverlappingDays:
     D-1 finishes, then waits for D-1's commit. Days commit in order and a failure stops the days after
     it, as in a serial run: the next day, already started, is rolled back and leaves no ledger row."""
 
-    def __init__(self, url: str, job: str, days: list[date], invocation: Invocation, wait: bool, keep_going: bool):
+    def __init__(self, url: str, job: str, days: list[date], invocation: Invocation, wait: bool, keep_going: bool,
+                 notify: Callable[[str], None]):
         self.url, self.job, self.invocation, self.wait, self.keep_going = url, job, invocation, wait, keep_going
+        self.notify = notify
         self.days = [_Day(day) for day in days]
         self.stopping = threading.Event()  # start no further day
         self.interrupted = threading.Event()
@@ -198,8 +203,9 @@ class _OverlappingDays:
 
     def _day_work(self, conn: psycopg.Connection, index: int):
         try:
-            outcome = DAILY_JOBS[self.job](conn, self.days[index].day,
-                                           wait_for_previous_day=lambda: self._wait_for_previous(index))
+            context = DayContext(later_days=frozenset(d.day for d in self.days[index + 1:]),
+                                 wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
+            outcome = DAILY_JOBS[self.job](conn, self.days[index].day, context)
         except psycopg.errors.QueryCanceled:
             if self.interrupted.is_set():
                 raise KeyboardInterrupt from None
@@ -208,11 +214,11 @@ class _OverlappingDays:
             raise KeyboardInterrupt  # not committed yet: roll back like the day still running
         return outcome
 
-    def _wait_for_previous(self, index: int) -> int | None:
-        """Once the window's previous day has ended: its ledger id if it is the day before this one and
-        succeeded, else None. Raises ``Abandoned`` when this day must not run after it."""
+    def _wait_for_previous(self, index: int) -> None:
+        """Returns once the window's previous day has ended; raises ``Abandoned`` when this day must not
+        run after it."""
         if index == 0:
-            return None
+            return
         previous = self.days[index - 1]
         while not (previous.finished.wait(0.1) or self.interrupted.is_set()):
             pass
@@ -220,8 +226,6 @@ class _OverlappingDays:
             raise KeyboardInterrupt
         if not _next_day_may_run(previous.result, self.keep_going):
             raise Abandoned
-        day_before = previous.day == self.days[index].day - timedelta(days=1)
-        return previous.result.run_id if day_before and previous.result.status == "succeeded" else None
 
 
 def run_reconcile(

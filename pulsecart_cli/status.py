@@ -21,7 +21,7 @@ class DayState:
     latest_status: str | None
     latest_run_id: int | None
     ever_succeeded: bool
-    late_events: bool
+    stale_reason: str | None  # why a day that succeeded needs to run again
 
 
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
@@ -29,16 +29,31 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
         return {}
     rows = conn.execute(query("status.day_states"), {"job": job, "start": min(days), "end": max(days)}).fetchall()
     wanted = set(days)
-    return {day: DayState(day, _state(status, ever, late), status, run_id, ever, late)
-            for day, status, run_id, ever, late in rows if day in wanted}
+    states = {}
+    for day, status, run_id, ever, late, scores_stale_since in rows:
+        if day in wanted:
+            reason = _stale_reason(late, scores_stale_since)
+            states[day] = DayState(day, _state(status, ever, reason), status, run_id, ever, reason)
+    return states
 
 
-def _state(latest_status: str | None, ever_succeeded: bool, late_events: bool) -> str:
+def _stale_reason(late_events: bool, scores_stale_since: list[date] | None) -> str | None:
+    if late_events:
+        return "events ingested after its latest successful run started"
+    if scores_stale_since is None:
+        return None
+    if not scores_stale_since:
+        return "scores computed by an earlier pulsecart or by hand: what they were computed from is not known"
+    changed = ", ".join(str(d) for d in scores_stale_since)
+    return f"scores older than the counts of {changed}"
+
+
+def _state(latest_status: str | None, ever_succeeded: bool, stale_reason: str | None) -> str:
     if latest_status in ("running", "failed"):
         return latest_status
     if not ever_succeeded:
         return "missing"
-    return "stale" if late_events else "succeeded"
+    return "stale" if stale_reason else "succeeded"
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,8 @@ def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection:
             chosen.append((day, "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"))
         elif selection.only_failed and state.latest_status == "failed":
             chosen.append((day, "failed"))
-        elif selection.stale and state.ever_succeeded and state.late_events:
-            chosen.append((day, "stale"))
+        elif selection.stale and state.ever_succeeded and state.stale_reason:
+            chosen.append((day, f"stale: {state.stale_reason}"))
     return chosen
 
 

@@ -52,7 +52,7 @@ def test_stale_picks_days_with_late_arriving_events(cli, conn):
 
     insert_events(conn, [("late", "order.placed", utc(2025, 3, 2, 23, 59), {"total": 5})])   # arrives now
     dry = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--dry-run")
-    assert dry.stdout.splitlines() == ["dry run: metrics would run 1 day(s), oldest first:", "  2025-03-02  stale"]
+    assert dry.stdout.splitlines() == ["dry run: metrics would run 1 day(s), oldest first:", "  2025-03-02  stale: events ingested after its latest successful run started"]
     result = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--json")
     assert ran_days(result) == ["2025-03-02"]
     assert metrics_row(conn, date(2025, 3, 2))[0] == 2

@@ -12,13 +12,14 @@ from pulsecart_cli.seed import SeedSpec, seed_events
 from tests.helpers import run_pulsecart
 
 EXPECTED_TABLES = {
-    "events", "event_aggregates", "personalization_scores", "personalization_score_history",
+    "events", "event_aggregates", "personalization_scores", "personalization_score_history", "aggregated_days",
     "daily_metrics", "job_runs", "schema_migrations",
 }
 
 
 def tables(conn):
-    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    """Tables and views."""
+    rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
     return {r[0] for r in rows}
 
 

@@ -110,23 +110,25 @@ def test_score_is_weighted_over_the_seven_days_ending_on_d(cli, conn):
     assert current_scores(conn) == {"alice": (17, D)}
 
 
-# --- aggregate: semantic 3, current scores only move forward --------------------------------------
+# --- aggregate: semantic 3, current scores are the newest day's, and follow older days' counts ----------
 
-def test_backfilling_an_older_day_leaves_current_scores_untouched(cli, conn):
+def test_rerunning_an_older_day_keeps_current_scores_on_the_newest_day_and_brings_them_up_to_date(cli, conn):
     insert_events(conn, [
         ("alice", "order.placed", utc(2025, 3, 1, 9)),
         ("bob", "product.viewed", utc(2025, 3, 3, 9)),
     ])
     assert cli("aggregate", "--window", "2025-03-01..2025-03-03").exit_code == 0
-    newest = current_scores(conn)
-    assert newest == {"alice": (10, D), "bob": (1, D)}
+    assert current_scores(conn) == {"alice": (10, D), "bob": (1, D)}
 
-    insert_events(conn, [("carol", "order.placed", utc(2025, 3, 1, 10))])
+    insert_events(conn, [("carol", "order.placed", utc(2025, 3, 1, 10))])   # late, for 03-01
     result = cli("aggregate", "--date", "2025-03-01", "--json")
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["days"][0]["details"]["current_scores_updated"] is False
-    assert current_scores(conn) == newest
+    details = json.loads(result.stdout)["days"][0]["details"]
+    assert details["scores_refreshed"] == ["2025-03-02", "2025-03-03"]
+    assert details["current_scores_as_of"] == str(D) and details["current_scores_updated"] is True
     assert history(conn, date(2025, 3, 1)) == {"alice": 10, "carol": 10}
+    assert history(conn, date(2025, 3, 2)) == {"alice": 10, "carol": 10}
+    assert current_scores(conn) == {"alice": (10, D), "bob": (1, D), "carol": (10, D)}
 
 
 def test_a_newer_day_replaces_current_scores_exactly(cli, conn):

@@ -1,11 +1,10 @@
-"""In a window, day D's scores are carried forward from D-1's (+ D's points, - D-7's) instead of grouping
-seven days again. Carried scores must equal the ones a single `--date` run computes from scratch, and
-are only carried from scores this window has just written and nobody has changed since."""
+"""Day D's scores are carried forward from D-1's (+ D's points, - D-7's) instead of grouping seven days
+again, whenever D-1's scores are fresh (computed from the counts as they are now, says aggregated_days).
+Carried scores must equal the definition: the weighted counts of D-6 .. D."""
 
 import json
 from datetime import date, timedelta
 
-from pulsecart_cli.jobs import aggregate_day
 from tests.helpers import insert_events, run_pulsecart, utc
 from tests.test_jobs import history
 
@@ -45,9 +44,10 @@ def test_carried_scores_equal_scores_computed_day_by_day(cli, conn):
     assert window.exit_code == 0, window.output
     assert scored_from_previous(window.stdout) == [False] + [True] * 15
     carried = all_history(conn)
+    assert carried == scores_by_definition(conn)
 
-    conn.execute("DELETE FROM personalization_score_history")
-    for n in range(1, 17):
+    conn.execute("DELETE FROM aggregated_days")     # nothing is fresh: every day scored from scratch
+    for n in range(16, 0, -1):
         single = cli("aggregate", "--date", str(day(n)), "--json")
         assert scored_from_previous(single.stdout) == [False]
     assert carried == all_history(conn)
@@ -57,29 +57,62 @@ def test_carried_scores_equal_scores_computed_day_by_day(cli, conn):
     assert carried[(day(9), "dave")] == 1 and carried[(day(8), "frank")] == 3
 
 
-def test_a_window_skipping_a_day_scores_the_day_after_it_from_scratch(cli, conn):
+def scores_by_definition(conn):
+    """Score as of D: the weighted counts of D-6 .. D, for every aggregated day D."""
+    rows = conn.execute("""
+        SELECT d.day, a.user_id, sum(a.event_count * event_weight(a.event_type))
+        FROM aggregated_days d JOIN event_aggregates a ON a.date BETWEEN d.day - 6 AND d.day
+        GROUP BY 1, 2""")
+    return {(as_of, user): score for as_of, user, score in rows}
+
+
+def test_a_day_scored_before_the_days_it_reads_is_rescored_when_they_are_counted(cli, conn):
     insert_events(conn, [("alice", "order.placed", at(n)) for n in range(1, 5)])
     assert cli("aggregate", "--date", str(day(3))).exit_code == 0   # scored before days 1 and 2 were counted
     assert history(conn, day(3)) == {"alice": 10}
 
     result = cli("aggregate", "--window", f"{day(1)}..{day(4)}", "--only-missing", "--json")
 
-    assert [d["date"] for d in json.loads(result.stdout)["days"]] == [str(day(n)) for n in (1, 2, 4)]
-    assert scored_from_previous(result.stdout) == [False, True, False]
-    assert history(conn, day(4)) == {"alice": 40}        # carried from day 3's stale score: 10 + 10
+    days = json.loads(result.stdout)["days"]
+    assert [d["date"] for d in days] == [str(day(n)) for n in (1, 2, 4)]
+    assert [d["details"]["scores_refreshed"] for d in days] == [[str(day(3))], [str(day(3))], []]
+    assert scored_from_previous(result.stdout) == [False, True, True]
+    assert history(conn, day(3)) == {"alice": 30}
+    assert history(conn, day(4)) == {"alice": 40}
+    assert all_history(conn) == scores_by_definition(conn)
 
 
-def test_scores_are_not_carried_after_another_process_replaced_one_of_the_seven_days(cli, conn, db_url):
+def test_a_rerun_by_another_process_rescores_the_later_days_so_the_next_day_carries_exact_scores(cli, conn, db_url):
     insert_events(conn, [("alice", "product.viewed", at(n)) for n in range(1, 5)])
-    window = cli("aggregate", "--window", f"{day(1)}..{day(3)}", "--json")
-    day_3_run = json.loads(window.stdout)["days"][2]["run_id"]
+    assert cli("aggregate", "--window", f"{day(1)}..{day(3)}").exit_code == 0
     insert_events(conn, [("alice", "order.placed", at(2))])
-    replaced = run_pulsecart("aggregate", "--date", str(day(2)), env={"PULSECART_DATABASE_URL": db_url})
+    replaced = run_pulsecart("aggregate", "--date", str(day(2)), "--json", env={"PULSECART_DATABASE_URL": db_url})
     assert replaced.returncode == 0, replaced.stderr
-    assert history(conn, day(3)) == {"alice": 3}            # stale now: day 2 holds an order
+    assert json.loads(replaced.stdout)["days"][0]["details"]["scores_refreshed"] == [str(day(3))]
+    assert history(conn, day(3)) == {"alice": 3 + 10}
 
-    with conn.transaction():
-        outcome = aggregate_day(conn, day(4), wait_for_previous_day=lambda: day_3_run)
-
-    assert outcome.details["scores_from_previous_day"] is False
+    result = cli("aggregate", "--date", str(day(4)), "--json")
+    assert scored_from_previous(result.stdout) == [True]
     assert history(conn, day(4)) == {"alice": 4 + 10}
+
+
+def test_counts_changed_by_hand_make_the_scores_that_read_them_stale_and_not_carried(cli, conn):
+    insert_events(conn, [("alice", "product.viewed", at(n)) for n in range(1, 5)])
+    assert cli("aggregate", "--window", f"{day(1)}..{day(3)}").exit_code == 0
+    conn.execute("UPDATE event_aggregates SET event_count = 5 WHERE date = %s", (day(2),))
+
+    status = json.loads(cli("status", "--job", "aggregate", "--end", str(day(3)), "--days", "3", "--json").stdout)
+    stale = {d["date"]: d["reason"] for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"}
+    assert stale == {str(day(2)): f"scores older than the counts of {day(2)}",
+                     str(day(3)): f"scores older than the counts of {day(2)}"}
+
+    result = cli("aggregate", "--date", str(day(4)), "--json")
+    assert scored_from_previous(result.stdout) == [False]             # day 3's scores are not fresh
+    assert history(conn, day(4)) == {"alice": 1 + 5 + 1 + 1}          # from the counts as they are
+
+    fixed = cli("aggregate", "--window", f"{day(1)}..{day(4)}", "--stale", "--json")
+    days = json.loads(fixed.stdout)["days"]
+    assert [d["date"] for d in days] == [str(day(2)), str(day(3))]   # day 4's scores were fresh: it is not run,
+    assert days[0]["details"]["scores_refreshed"] == [str(day(4))]     # but day 2's run rescores it
+    assert all_history(conn) == scores_by_definition(conn)
+    assert history(conn, day(4)) == {"alice": 4}

@@ -3,10 +3,13 @@
 -- (inserted). A rerun on unchanged data writes nothing. Each statement returns
 -- (fresh rows, deleted, updated, inserted).
 
--- name: set_work_mem
+-- name: begin_day
 -- The day's groupings and joins (a few hundred thousand rows) fit in memory instead of spilling:
--- measured 15-25 percent faster at 1M events a day. Lasts until the transaction ends.
+-- measured 15-25 percent faster at 1M events a day. The second setting tells the trigger on
+-- event_aggregates that these writes are aggregate's own (recorded below, not a change from outside).
+-- Both last until the transaction ends.
 SET LOCAL work_mem = '64MB';
+SET LOCAL pulsecart.writing_counts = 'on';
 
 -- name: replace_counts
 WITH fresh AS MATERIALIZED (
@@ -40,18 +43,41 @@ WITH fresh AS MATERIALIZED (
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
        (SELECT count(*) FROM inserted);
 
--- name: previous_scores_hold
--- Scores as of D-1 written by run %(previous_run)s (this window's previous day) still match the counts of
--- D-7 .. D-1 unless another process has since replaced one of those days, or is replacing one now.
-SELECT NOT EXISTS (
-    SELECT 1
-    FROM job_runs previous
-    JOIN job_runs other ON other.job = previous.job
-                       AND other.run_date BETWEEN %(day)s::date - 7 AND %(day)s::date - 1
-                       AND (other.host, other.pid) IS DISTINCT FROM (previous.host, previous.pid)
-    WHERE previous.id = %(previous_run)s
-      AND (other.status = 'running' OR (other.status = 'succeeded' AND other.finished_at > previous.started_at))
-);
+-- name: try_lock_scores
+SELECT pg_try_advisory_xact_lock(aggregate_scores_lock_key());
+
+-- name: lock_scores
+SELECT pg_advisory_xact_lock(aggregate_scores_lock_key());
+
+-- name: record_counts
+-- Under the scores lock: D is aggregated, and its counts get a new version when they changed.
+INSERT INTO aggregated_days (day, counts_version)
+VALUES (%(day)s, nextval('aggregate_counts_version'))
+ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version
+WHERE %(counts_changed)s;
+
+-- name: scores_fresh
+-- Whether the stored scores as of D were computed from the counts of D-6 .. D as they are now.
+SELECT coalesce(a.scores_from >= (SELECT max(c.counts_version) FROM aggregated_days c
+                                  WHERE c.day BETWEEN a.day - 6 AND a.day), false)
+FROM aggregated_days a
+WHERE a.day = %(day)s;
+
+-- name: stale_later_days
+-- The aggregated as-of days D+1 .. D+6 whose scores read counts that changed since they were computed,
+-- except those this run will aggregate itself later.
+SELECT a.day
+FROM aggregated_days a
+WHERE a.day > %(day)s AND a.day <= %(day)s::date + 6
+  AND NOT a.day = ANY(%(left_to_run)s::date[])
+  AND coalesce(a.scores_from < (SELECT max(c.counts_version) FROM aggregated_days c
+                                WHERE c.day BETWEEN a.day - 6 AND a.day), true)
+ORDER BY a.day;
+
+-- name: record_scores
+UPDATE aggregated_days a
+SET scores_from = (SELECT max(c.counts_version) FROM aggregated_days c WHERE c.day BETWEEN a.day - 6 AND a.day)
+WHERE a.day = %(day)s;
 
 -- name: replace_history
 WITH fresh AS MATERIALIZED (
@@ -61,7 +87,8 @@ WITH fresh AS MATERIALIZED (
     WHERE date BETWEEN %(day)s::date - 6 AND %(day)s::date AND NOT %(from_previous)s
     GROUP BY user_id
     UNION ALL
-    -- The same scores from those as of D-1 (trusted by the caller): + D's points - D-7's points.
+    -- The same scores from those as of D-1 (fresh: computed from the counts as they are now):
+    -- + D's points - D-7's points.
     -- sources: 1 scored as of D-1, 2 active on D, 4 active on D-7. A user scored as of D-1 who was
     -- active on D-7 but not on D keeps a score only if active on one of D-6 .. D-1.
     SELECT user_id, score FROM (
@@ -104,34 +131,6 @@ WITH fresh AS MATERIALIZED (
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
        (SELECT count(*) FROM inserted);
 
--- name: lock_current_as_of
-SELECT as_of FROM personalization_scores_state FOR UPDATE;
-
--- name: replace_current
--- The app-facing scores become exactly the history as of D.
-WITH fresh AS MATERIALIZED (
-    SELECT user_id, score FROM personalization_score_history WHERE as_of = %(day)s
-), diff AS MATERIALIZED (
-    SELECT coalesce(f.user_id, c.user_id) AS user_id, f.score AS new_score, c.user_id IS NOT NULL AS present
-    FROM fresh f
-    FULL JOIN personalization_scores c ON c.user_id = f.user_id
-    WHERE f.score IS DISTINCT FROM c.score OR c.as_of IS DISTINCT FROM %(day)s
-), deleted AS (
-    DELETE FROM personalization_scores c USING diff d
-    WHERE c.user_id = d.user_id AND d.new_score IS NULL
-    RETURNING 1
-), updated AS (
-    UPDATE personalization_scores c SET score = d.new_score, as_of = %(day)s, computed_at = now() FROM diff d
-    WHERE c.user_id = d.user_id AND d.new_score IS NOT NULL AND d.present
-    RETURNING 1
-), inserted AS (
-    INSERT INTO personalization_scores (user_id, score, computed_at, as_of)
-    SELECT user_id, new_score, now(), %(day)s::date FROM diff WHERE NOT present
-    ORDER BY user_id
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
-       (SELECT count(*) FROM inserted);
-
--- name: set_current_as_of
-UPDATE personalization_scores_state SET as_of = %(day)s;
+-- name: current_as_of
+-- The day personalization_scores (a view) shows: the newest aggregated day that is not in the future.
+SELECT max(day) FROM aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date;

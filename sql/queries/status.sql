@@ -1,6 +1,8 @@
 -- name: day_states
--- Per day of [start, end]: the latest run's status, whether any run succeeded, and whether an event
--- of that day was ingested after the latest successful run started (a late arrival it may have missed).
+-- Per day of [start, end]: the latest run's status, whether any run succeeded, whether an event of that
+-- day was ingested after the latest successful run started (a late arrival it may have missed), and,
+-- for aggregate, whether the scores as of the day are stale: NULL when fresh, else the days among
+-- D-6 .. D whose counts changed since the scores were computed ('{}' when that is not known).
 WITH days AS (
     SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
 ), latest AS (
@@ -23,7 +25,16 @@ SELECT days.day,
            WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
              AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC'
              AND e.ingested_at > last_success.started_at
-       ) AS late_events
+       ) AS late_events,
+       CASE WHEN %(job)s = 'aggregate' AND last_success.started_at IS NOT NULL THEN (
+           SELECT CASE WHEN a.scores_from IS NULL THEN '{}'::date[]
+                       ELSE nullif(array(SELECT c.day FROM aggregated_days c
+                                         WHERE c.day BETWEEN a.day - 6 AND a.day
+                                           AND c.counts_version > a.scores_from
+                                         ORDER BY c.day), '{}') END
+           FROM (SELECT days.day) AS wanted
+           LEFT JOIN aggregated_days a ON a.day = wanted.day
+       ) END AS scores_stale_since
 FROM days
 LEFT JOIN latest ON latest.run_date = days.day
 LEFT JOIN last_success ON last_success.run_date = days.day

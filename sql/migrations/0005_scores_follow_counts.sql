@@ -1,0 +1,64 @@
+-- Scores as of D read the counts of D-6 .. D. aggregated_days records, per aggregated day, a version of
+-- its counts and the versions its scores were computed from, so a change to one day's counts reaches the
+-- as-of days that read it, and `status` can say exactly which scores are stale.
+CREATE SEQUENCE aggregate_counts_version;
+
+CREATE TABLE aggregated_days (
+    day            date PRIMARY KEY,
+    -- A new value from aggregate_counts_version whenever the day's event_aggregates change.
+    counts_version bigint NOT NULL,
+    -- The newest counts_version among D-6 .. D when the scores as of D were computed.
+    -- NULL: not known (written by an earlier pulsecart), so stale until recomputed.
+    scores_from    bigint
+);
+
+-- Every day an earlier pulsecart aggregated: what its scores were computed from is not known.
+INSERT INTO aggregated_days (day, counts_version)
+SELECT day, nextval('aggregate_counts_version')
+FROM (SELECT run_date AS day FROM job_runs WHERE job = 'aggregate' AND status = 'succeeded' AND run_date IS NOT NULL
+      UNION SELECT as_of FROM personalization_score_history
+      UNION SELECT date FROM event_aggregates) AS days
+ORDER BY day;
+
+-- Score steps of different runs take this transaction-scoped lock one at a time, after their counts
+-- are written: each then sees every count committed before it (READ COMMITTED).
+CREATE FUNCTION aggregate_scores_lock_key() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 7311002;
+
+-- Counts changed by anything but pulsecart's aggregate (a manual fix, a DELETE): the day's version moves,
+-- so the scores that read it show as stale.
+CREATE FUNCTION event_aggregates_changed_outside_aggregate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(aggregate_scores_lock_key());
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE aggregated_days SET counts_version = nextval('aggregate_counts_version');
+        RETURN NULL;
+    END IF;
+    INSERT INTO aggregated_days (day, counts_version)
+    SELECT changed.day, nextval('aggregate_counts_version')
+    FROM (SELECT OLD.date AS day UNION SELECT NEW.date) AS changed
+    WHERE changed.day IS NOT NULL
+    ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER event_aggregates_changed_outside_aggregate
+AFTER INSERT OR UPDATE OR DELETE ON event_aggregates FOR EACH ROW
+WHEN (current_setting('pulsecart.writing_counts', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION event_aggregates_changed_outside_aggregate();
+
+CREATE TRIGGER event_aggregates_truncated
+AFTER TRUNCATE ON event_aggregates FOR EACH STATEMENT
+EXECUTE FUNCTION event_aggregates_changed_outside_aggregate();
+
+-- The app-facing scores are the history as of the newest aggregated day that is not in the future:
+-- derived, never a second copy that could be left behind or moved to a mistyped day.
+DROP TABLE personalization_scores;
+DROP TABLE personalization_scores_state;
+CREATE VIEW personalization_scores AS
+SELECT h.user_id, h.score, h.computed_at, h.as_of
+FROM personalization_score_history h
+WHERE h.as_of = (SELECT max(day) FROM aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date);
