@@ -1,0 +1,271 @@
+"""Scores follow their inputs: any set of aggregate runs, in any order and any parallelism, ends exactly
+where one serial window over the same days ends, and `status` never calls a stale day done."""
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+
+import psycopg
+import pytest
+
+from pulsecart_cli.dates import days_between, today_utc
+from pulsecart_cli.ledger import Invocation
+from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.status import Selection, choose_days, day_states
+from tests.helpers import run_pulsecart
+from tests.test_window_overlap import SLOW_THEN_FAIL_ON
+
+FIRST = date(2025, 3, 1)
+ALL_DAYS = days_between(FIRST, FIRST + timedelta(days=20))   # three weeks
+USERS = [f"user-{i:02d}" for i in range(30)]
+KINDS = ("product.viewed", "cart.item_added", "order.placed", "cart.abandoned")
+INVOCATION = Invocation("manual", None)
+
+
+def random_events(rng: random.Random, days: list[date], per_day: int, users=USERS) -> list[tuple]:
+    return [(rng.choice(users), rng.choice(KINDS),
+             datetime.combine(day, time(), UTC) + timedelta(seconds=rng.randrange(86_400)))
+            for day in days for _ in range(rng.randrange(per_day // 2, per_day + 1))]
+
+
+def load_events(url: str, rows: list[tuple]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
+        with cur.copy("COPY events (event_id, user_id, event_type, timestamp) FROM STDIN") as copy:
+            for user, kind, at in rows:
+                copy.write_row((uuid.uuid4(), user, kind, at))
+
+
+def results(url: str) -> dict:
+    """Everything aggregate writes, without timestamps."""
+    with psycopg.connect(url) as conn:
+        return {
+            "counts": set(conn.execute("SELECT date, user_id, event_type, event_count FROM event_aggregates")),
+            "history": set(conn.execute("SELECT as_of, user_id, score FROM personalization_score_history")),
+            "current": set(conn.execute("SELECT as_of, user_id, score FROM personalization_scores")),
+        }
+
+
+def serial_window(new_database, events: list[tuple], days: set[date]) -> dict:
+    """The reference: the same events, one serial window over the same days."""
+    url = new_database()
+    load_events(url, events)
+    run = run_daily_job(url, "aggregate", sorted(days), INVOCATION)
+    assert run.ok
+    return results(url)
+
+
+def differences(actual: dict, expected: dict) -> dict:
+    return {name: len(actual[name] ^ expected[name]) for name in actual if actual[name] != expected[name]}
+
+
+def run_at_once(url: str, runs: list[list[date]], as_processes: set[int]) -> None:
+    """Start every run at once, some as `pulsecart aggregate` processes, the rest as threads in this
+    process (each on its own connection); all must succeed."""
+    failures = []
+
+    def in_thread(days):
+        try:
+            run = run_daily_job(url, "aggregate", days, INVOCATION, wait=True)
+            if not run.ok:
+                failures.append([r.error for r in run.results])
+        except Exception as exc:   # noqa: BLE001 - reported below, with the run
+            failures.append(f"{days}: {exc!r}")
+
+    processes, threads = [], []
+    for i, days in enumerate(runs):
+        if i in as_processes:
+            selector = ["--date", str(days[0])] if len(days) == 1 else ["--window", f"{days[0]}..{days[-1]}"]
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "pulsecart_cli", "aggregate", *selector, "--wait"],
+                env={"PULSECART_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        else:
+            threads.append(threading.Thread(target=in_thread, args=(days,)))
+            threads[-1].start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        if process.returncode != 0:
+            failures.append(f"exit {process.returncode}: {err}")
+    assert not failures
+
+
+def random_runs(rng: random.Random, must_cover: set[date] = frozenset()) -> list[list[date]]:
+    """Single days and windows of 2-7 days anywhere in the three weeks, in random order; together they
+    cover ``must_cover``."""
+    runs = []
+    for _ in range(rng.randrange(3, 7)):
+        start = rng.randrange(len(ALL_DAYS))
+        length = 1 if rng.random() < 0.5 else rng.randrange(2, 8)
+        runs.append(ALL_DAYS[start:start + length])
+    for day in must_cover - {d for run in runs for d in run}:
+        runs.append([day])
+    rng.shuffle(runs)
+    return runs
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_any_runs_in_any_order_end_where_a_serial_window_ends(seed, new_database):
+    """Random events over three weeks; random single days and windows run at once (threads and
+    processes); late events on random days; more random runs that include those days. Each stage must
+    end exactly where a serial window over the days run so far ends on the same events."""
+    rng = random.Random(seed)
+    url = new_database()
+    events = random_events(rng, ALL_DAYS, per_day=40)
+    load_events(url, events)
+
+    first = random_runs(rng)
+    run_at_once(url, first, as_processes={0})
+    done = {d for run in first for d in run}
+    assert differences(results(url), serial_window(new_database, events, done)) == {}, f"seed {seed}"
+
+    late_days = set(rng.sample(sorted(done), k=min(3, len(done))))
+    late = random_events(rng, sorted(late_days), per_day=10, users=USERS + ["late-1", "late-2"])
+    load_events(url, late)
+    events += late
+    with psycopg.connect(url, autocommit=True) as conn:
+        stale = {day for day, _ in choose_days(conn, "aggregate", ALL_DAYS, Selection(stale=True))}
+    assert late_days <= stale, f"seed {seed}: status misses late days"
+
+    second = random_runs(rng, must_cover=late_days)
+    run_at_once(url, second, as_processes={rng.randrange(len(second))})
+    done |= {d for run in second for d in run}
+    assert differences(results(url), serial_window(new_database, events, done)) == {}, f"seed {seed}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        states = day_states(conn, "aggregate", sorted(done))
+    assert {day: s.state for day, s in states.items() if s.state != "succeeded"} == {}, f"seed {seed}"
+
+
+# --- the scenarios that broke, as regression tests ----------------------------------------------------
+
+WEEK = days_between(date(2025, 3, 1), date(2025, 3, 8))
+LATE_DAY = date(2025, 3, 4)
+
+
+@pytest.fixture
+def week(new_database):
+    """Eight days of events, aggregated as one window; returns (url, events)."""
+    url = new_database()
+    events = random_events(random.Random(7), WEEK, per_day=300)
+    load_events(url, events)
+    assert run_daily_job(url, "aggregate", WEEK, INVOCATION).ok
+    return url, events
+
+
+def late_orders() -> list[tuple]:
+    """200 late orders for 2025-03-04 from 20 users never seen before."""
+    rng = random.Random(99)
+    return [(f"new-{i % 20:02d}", "order.placed",
+             datetime.combine(LATE_DAY, time(), UTC) + timedelta(seconds=rng.randrange(86_400))) for i in range(200)]
+
+
+def cli_json(url: str, *args) -> dict:
+    result = run_pulsecart(*args, "--json", env={"PULSECART_DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_late_events_then_stale_rerun_repair_every_later_as_of_day(week, new_database):
+    url, events = week
+    load_events(url, late_orders())
+    events += late_orders()
+    status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
+    assert [d["date"] for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"] == ["2025-03-04"]
+
+    run = cli_json(url, "aggregate", "--window", "2025-03-01..2025-03-08", "--stale")
+
+    assert [d["date"] for d in run["days"]] == ["2025-03-04"]
+    assert run["days"][0]["details"]["scores_refreshed"] == [f"2025-03-0{n}" for n in range(5, 9)]
+    expected = serial_window(new_database, events, set(WEEK))
+    assert differences(results(url), expected) == {}
+    assert {u for _, u, _ in results(url)["current"]} >= {f"new-{i:02d}" for i in range(20)}
+    status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
+    assert status["jobs"]["aggregate"]["counts"]["succeeded"] == 8 and status["jobs"]["aggregate"]["fix"] is None
+
+
+def test_a_single_day_rerun_repairs_the_days_after_it(week, new_database):
+    url, events = week
+    load_events(url, late_orders())
+    events += late_orders()
+
+    run = cli_json(url, "aggregate", "--date", "2025-03-04")
+
+    assert run["days"][0]["details"]["scores_refreshed"] == [f"2025-03-0{n}" for n in range(5, 9)]
+    assert run["days"][0]["details"]["current_scores_as_of"] == "2025-03-08"
+    assert differences(results(url), serial_window(new_database, events, set(WEEK))) == {}
+
+
+def test_seven_single_day_processes_at_once_equal_a_serial_window(new_database):
+    url = new_database()
+    events = random_events(random.Random(3), WEEK, per_day=2_000)
+    load_events(url, events)
+    processes = [subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "aggregate", "--date", str(day)],
+                                  env={"PULSECART_DATABASE_URL": url, "PATH": "/usr/bin:/bin"},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for day in reversed(WEEK[:7])]
+    exits = [p.wait(timeout=120) for p in processes]
+    assert exits == [0] * 7, [p.stderr.read() for p in processes]
+    assert differences(results(url), serial_window(new_database, events, set(WEEK[:7]))) == {}
+
+
+@pytest.mark.parametrize("selector", [["--date", "tomorrow"], ["--window", "today..tomorrow"]])
+@pytest.mark.parametrize("job", ["aggregate", "metrics"])
+def test_a_day_after_today_is_refused(job, selector, db_url):
+    tomorrow = str(today_utc() + timedelta(days=1))
+    args = [a.replace("tomorrow", tomorrow) for a in selector]
+    result = run_pulsecart(job, *args, env={"PULSECART_DATABASE_URL": db_url})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"Error: {args[0]}: {tomorrow} is in the future (today is {today_utc()} UTC); "
+        "a day can be processed from the day itself on"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM job_runs").fetchone()[0] == 0
+
+
+def test_current_scores_ignore_a_future_day_written_before_it_was_refused(week, new_database):
+    url, events = week
+    with psycopg.connect(url, autocommit=True) as conn:     # as an earlier pulsecart let a typo do
+        conn.execute("INSERT INTO aggregated_days (day, counts_version, scores_from) VALUES ('2052-03-08', 0, 0)")
+    assert {as_of for as_of, _, _ in results(url)["current"]} == {date(2025, 3, 8)}
+
+
+def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_database):
+    url, events = week
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-06", seconds=0, fail="true"))
+    late = late_orders() + [("new-on-6", "product.viewed", datetime(2025, 3, 6, 9, tzinfo=UTC))]
+    load_events(url, late)
+    events += late
+
+    failed = run_pulsecart("aggregate", "--window", "2025-03-04..2025-03-08",
+                           env={"PULSECART_DATABASE_URL": url})
+    assert failed.returncode == 1
+
+    status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
+    states = {d["date"]: (d["state"], d.get("reason")) for d in status["jobs"]["aggregate"]["days"]}
+    assert states["2025-03-04"] == ("succeeded", None) and states["2025-03-05"] == ("succeeded", None)
+    assert states["2025-03-06"][0] == "failed"
+    for later in ("2025-03-07", "2025-03-08"):
+        assert states[later] == ("stale", "scores older than the counts of 2025-03-04")
+    assert status["jobs"]["aggregate"]["fix"] == "pulsecart aggregate --window 2025-03-06..2025-03-08 --only-failed --stale"
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER slow_day ON event_aggregates")
+    fixed = cli_json(url, "aggregate", "--window", "2025-03-01..2025-03-08", "--only-failed", "--stale")
+    assert [d["date"] for d in fixed["days"]] == ["2025-03-06", "2025-03-07", "2025-03-08"]
+    assert differences(results(url), serial_window(new_database, events, set(WEEK))) == {}
+
+
+def test_scores_of_unknown_origin_are_stale(week):
+    url, _ = week
+    with psycopg.connect(url, autocommit=True) as conn:    # what migration 0005 records for earlier data
+        conn.execute("UPDATE aggregated_days SET scores_from = NULL WHERE day = '2025-03-02'")
+    status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
+    stale = [(d["date"], d["reason"]) for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"]
+    assert stale == [("2025-03-02", "scores computed by an earlier pulsecart or by hand: "
+                                    "what they were computed from is not known")]
