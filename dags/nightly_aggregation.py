@@ -2,10 +2,11 @@
 # pulsecart_nightly_aggregation
 
 Every day at 02:00 UTC: wait until the prior day's events are complete (the consumer has moved
-30 minutes past midnight), then aggregate that day into `event_aggregates`, the score history and
-the current personalization scores: `pulsecart aggregate --date <prior day>`.
+30 minutes past midnight), then aggregate that day into `event_aggregates` and the score history
+(the current personalization scores are a view of the newest day): `pulsecart aggregate --date <prior day>`.
 
-Rerunning a day replaces its results exactly; backfilling an old day never moves the current scores back.
+Rerunning a day replaces its results exactly and rescores the later days that read its counts, so a
+backfill with any `--max-active-runs`, forwards or backwards, ends where a serial window ends.
 """
 
 from datetime import timedelta

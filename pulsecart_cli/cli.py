@@ -227,8 +227,8 @@ def aggregate(
 ) -> int:
     """Aggregate a day's events into per-user counts and personalization scores.
 
-    Replaces the day's event_aggregates and the scores as of that day exactly; the current scores
-    move forward only. Example: pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
+    Replaces the day's event_aggregates and the scores as of that day exactly, and rescores the later
+    as-of days that read its counts when they changed. Example: pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
     """
     return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
                       Selection(only_missing, only_failed, stale), dry_run, if_missing)

@@ -27,20 +27,27 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 7311002;
 
 -- Counts changed by anything but pulsecart's aggregate (a manual fix, a DELETE): the day's version moves,
--- so the scores that read it show as stale.
+-- so the scores that read it show as stale. Once per day and transaction (the transaction holds the scores
+-- lock until it ends, so no score step can read its changes half-way); a row trigger with a cheap WHEN,
+-- so aggregate's own writes pay nothing for it.
 CREATE FUNCTION event_aggregates_changed_outside_aggregate() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    changed date;
 BEGIN
     PERFORM pg_advisory_xact_lock(aggregate_scores_lock_key());
     IF TG_OP = 'TRUNCATE' THEN
         UPDATE aggregated_days SET counts_version = nextval('aggregate_counts_version');
         RETURN NULL;
     END IF;
-    INSERT INTO aggregated_days (day, counts_version)
-    SELECT changed.day, nextval('aggregate_counts_version')
-    FROM (SELECT OLD.date AS day UNION SELECT NEW.date) AS changed
-    WHERE changed.day IS NOT NULL
-    ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version;
+    FOREACH changed IN ARRAY ARRAY[OLD.date, NEW.date] LOOP
+        CONTINUE WHEN changed IS NULL
+            OR strpos(coalesce(current_setting('pulsecart.counts_changed_days', true), ''), changed::text) > 0;
+        INSERT INTO aggregated_days (day, counts_version) VALUES (changed, nextval('aggregate_counts_version'))
+        ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version;
+        PERFORM set_config('pulsecart.counts_changed_days',
+                           coalesce(current_setting('pulsecart.counts_changed_days', true), '') || changed || ' ', true);
+    END LOOP;
     RETURN NULL;
 END
 $$;
