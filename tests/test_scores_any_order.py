@@ -33,10 +33,10 @@ def random_events(rng: random.Random, days: list[date], per_day: int, users=USER
 
 
 def load_events(url: str, rows: list[tuple]) -> None:
-    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
-        with cur.copy("COPY events (event_id, user_id, event_type, timestamp) FROM STDIN") as copy:
-            for user, kind, at in rows:
-                copy.write_row((uuid.uuid4(), user, kind, at))
+    with (psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur,
+          cur.copy("COPY events (event_id, user_id, event_type, timestamp) FROM STDIN") as copy):
+        for user, kind, at in rows:
+            copy.write_row((uuid.uuid4(), user, kind, at))
 
 
 def results(url: str) -> dict:
@@ -89,7 +89,7 @@ def run_at_once(url: str, runs: list[list[date]], as_processes: set[int]) -> Non
     for thread in threads:
         thread.join(timeout=300)
     for process in processes:
-        out, err = process.communicate(timeout=300)
+        _out, err = process.communicate(timeout=300)
         if process.returncode != 0:
             failures.append(f"exit {process.returncode}: {err}")
     assert not failures
@@ -221,14 +221,14 @@ def test_a_day_after_today_is_refused(job, selector, db_url):
     result = run_pulsecart(job, *args, env={"PULSECART_DATABASE_URL": db_url})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"Error: {args[0]}: {tomorrow} is in the future (today is {today_utc()} UTC); "
-        "a day can be processed from the day itself on"]
+        (f"Error: {args[0]}: {tomorrow} is in the future (today is {today_utc()} UTC); "
+        "a day can be processed from the day itself on")]
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM job_runs").fetchone()[0] == 0
 
 
 def test_current_scores_ignore_a_future_day_written_before_it_was_refused(week, new_database):
-    url, events = week
+    url, _events = week
     with psycopg.connect(url, autocommit=True) as conn:     # as an earlier pulsecart let a typo do
         conn.execute("INSERT INTO aggregated_days (day, counts_version, scores_from) VALUES ('2052-03-08', 0, 0)")
     assert {as_of for as_of, _, _ in results(url)["current"]} == {date(2025, 3, 8)}
@@ -267,5 +267,5 @@ def test_scores_of_unknown_origin_are_stale(week):
         conn.execute("UPDATE aggregated_days SET scores_from = NULL WHERE day = '2025-03-02'")
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
     stale = [(d["date"], d["reason"]) for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"]
-    assert stale == [("2025-03-02", "scores computed by an earlier pulsecart or by hand: "
-                                    "what they were computed from is not known")]
+    assert stale == [("2025-03-02", ("scores computed by an earlier pulsecart or by hand: "
+                                    "what they were computed from is not known"))]
