@@ -269,3 +269,22 @@ def test_scores_of_unknown_origin_are_stale(week):
     stale = [(d["date"], d["reason"]) for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"]
     assert stale == [("2025-03-02", ("scores computed by an earlier pulsecart or by hand: "
                                     "what they were computed from is not known"))]
+
+
+def test_a_run_waiting_for_another_runs_score_step_says_so_and_then_succeeds(db_url):
+    load_events(db_url, random_events(random.Random(5), WEEK[:1], per_day=50))
+    with psycopg.connect(db_url) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(aggregate_scores_lock_key())")   # another run's score step
+        process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "aggregate", "--date", str(WEEK[0])],
+                                   env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with psycopg.connect(db_url, autocommit=True) as watcher:
+            deadline = datetime.now(UTC) + timedelta(seconds=60)
+            while not watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                      ).fetchone()[0]:
+                assert datetime.now(UTC) < deadline, "the run never waited for the score step"
+        holder.rollback()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert err.splitlines() == [f"note: aggregate {WEEK[0]}: waiting for another run's score step to commit "
+                                "(scores read seven days' counts, so score steps run one at a time)"]
