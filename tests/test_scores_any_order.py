@@ -286,5 +286,5 @@ def test_a_run_waiting_for_another_runs_score_step_says_so_and_then_succeeds(db_
         holder.rollback()
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
-    assert err.splitlines() == [f"note: aggregate {WEEK[0]}: waiting for another run's score step to commit "
-                                "(scores read seven days' counts, so score steps run one at a time)"]
+    assert err.splitlines() == [(f"note: aggregate {WEEK[0]}: waiting for another run's score step to commit "
+                                "(scores read seven days' counts, so score steps run one at a time)")]
