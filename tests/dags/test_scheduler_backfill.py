@@ -34,7 +34,7 @@ DAYS = [FIRST + timedelta(days=n) for n in range((LAST - FIRST).days + 1)]
 # run times: the runs on FIRST+1 … LAST+1 are those between FIRST+1 00:00 and LAST+2 00:00.
 FROM_DATE, TO_DATE = FIRST + timedelta(days=1), LAST + timedelta(days=2)
 SEED = ["--start", FIRST.isoformat(), "--days", str(len(DAYS) + 1),   # one day past: check-complete passes
-        "--users", "300", "--events-per-day", "3000", "--seed", "15"]
+        "--users", "2000", "--events-per-day", "20000", "--seed", "15"]
 STARTUP_TIMEOUT = 300
 BACKFILL_TIMEOUT = 900
 
@@ -282,10 +282,17 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     # they process yesterday (UTC). The aggregation's sensor holds it: those events never arrive here.
     assert all(run_id.startswith("scheduled__") and job != "aggregate" for job, _, run_id in outside), outside
 
+    with psycopg.connect(db_url) as conn:   # how parallel it was (reported, not asserted: timing varies)
+        overlapping = conn.execute(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM job_runs a JOIN job_runs b ON a.job = b.job"
+            " AND b.started_at < a.finished_at AND b.finished_at > a.started_at"
+            " WHERE a.job = 'aggregate' AND a.run_date BETWEEN %s AND %s GROUP BY a.id) c", (FIRST, LAST)).fetchone()[0]
+
     problems = [differences(db_url, serial_db, table) for table in
                 ("event_aggregates", "personalization_score_history", "personalization_scores")]
     problems.append(differences(db_url, serial_db, "daily_metrics", f"WHERE date BETWEEN '{FIRST}' AND '{LAST}'"))
     problems = [p for p in problems if p]
     print(f"backfill test: {time.monotonic() - started:.0f} s after the services started;"
+          f" at most {overlapping} aggregate runs at once;"
           f" runs of the first unpause so far: {outside}")
     assert not problems, "\n".join(problems)
