@@ -243,7 +243,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
                        "^(pulsecart_nightly_aggregation|pulsecart_daily_metrics)$")
     creates = [subprocess.Popen([AIRFLOW, "backfill", "create", "--dag-id", dag_id,
                                  "--from-date", FROM_DATE.isoformat(), "--to-date", TO_DATE.isoformat(),
-                                 "--reprocess-behavior", "none", "--max-active-runs", "3"],
+                                 "--reprocess-behavior", "failed", "--max-active-runs", "3"],
                                 env=deployment.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for dag_id in DAILY_DAGS]
     for process in creates:
