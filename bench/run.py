@@ -135,7 +135,7 @@ def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
 
         def late_data_for_week_old_day():
             with conn.transaction():   # as if some of its counts had not been there: the rerun changes them
-                conn.execute("SET LOCAL pulsecart.writing_counts = 'on'")
+                conn.execute("SET LOCAL pulsecart.aggregating = 'on'")
                 conn.execute("DELETE FROM event_aggregates WHERE date = %s AND user_id < 'u000100'", (week_old,))
             conn.execute("VACUUM event_aggregates")
 
@@ -159,7 +159,7 @@ def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
 def forget(conn, days: list[date], counts: bool = True) -> None:
     """Make ``days`` never aggregated (``counts=False``: keep their counts, forget their scores)."""
     with conn.transaction():
-        conn.execute("SET LOCAL pulsecart.writing_counts = 'on'")   # not a change to record: a fresh start
+        conn.execute("SET LOCAL pulsecart.aggregating = 'on'")   # not a change to record: a fresh start
         if counts:
             conn.execute("DELETE FROM event_aggregates WHERE date = ANY(%s)", (days,))
         conn.execute("DELETE FROM personalization_score_history WHERE as_of = ANY(%s)", (days,))

@@ -116,3 +116,19 @@ def test_counts_changed_by_hand_make_the_scores_that_read_them_stale_and_not_car
     assert days[0]["details"]["scores_refreshed"] == [str(day(4))]     # but day 2's run rescores it
     assert all_history(conn) == scores_by_definition(conn)
     assert history(conn, day(4)) == {"alice": 4}
+
+
+def test_scores_changed_by_hand_are_stale_and_not_carried(cli, conn):
+    insert_events(conn, [("alice", "product.viewed", at(n)) for n in range(1, 5)])
+    assert cli("aggregate", "--window", f"{day(1)}..{day(3)}").exit_code == 0
+    conn.execute("DELETE FROM personalization_score_history WHERE as_of = %s", (day(3),))
+
+    status = json.loads(cli("status", "--job", "aggregate", "--end", str(day(3)), "--days", "3", "--json").stdout)
+    assert [(d["date"], d["state"]) for d in status["jobs"]["aggregate"]["days"]] == [
+        (str(day(1)), "succeeded"), (str(day(2)), "succeeded"), (str(day(3)), "stale")]
+
+    result = cli("aggregate", "--date", str(day(4)), "--json")
+    assert scored_from_previous(result.stdout) == [False]            # day 3's scores are gone: not carried
+    assert history(conn, day(4)) == {"alice": 4}
+    assert cli("aggregate", "--window", f"{day(1)}..{day(4)}", "--stale").exit_code == 0
+    assert all_history(conn) == scores_by_definition(conn)

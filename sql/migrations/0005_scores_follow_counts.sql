@@ -26,40 +26,56 @@ CREATE FUNCTION aggregate_scores_lock_key() RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN 7311002;
 
--- Counts changed by anything but pulsecart's aggregate (a manual fix, a DELETE): the day's version moves,
--- so the scores that read it show as stale. Once per day and transaction (the transaction holds the scores
--- lock until it ends, so no score step can read its changes half-way); a row trigger with a cheap WHEN,
--- so aggregate's own writes pay nothing for it.
-CREATE FUNCTION event_aggregates_changed_outside_aggregate() RETURNS trigger
+-- Counts or scores changed by anything but pulsecart's aggregate (a manual fix, a DELETE, a TRUNCATE):
+-- changed counts get a new version, so the scores that read them show as stale; changed scores lose
+-- their record of what they were computed from, so they show as stale too. Once per day and transaction
+-- (the transaction holds the scores lock until it ends, so no score step reads its changes half-way);
+-- a row trigger with a cheap WHEN, so aggregate's own writes pay nothing for it.
+CREATE FUNCTION note_change_outside_aggregate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    counts  constant boolean := TG_TABLE_NAME = 'event_aggregates';
+    noted   constant text := 'pulsecart.changed_' || TG_TABLE_NAME;
     changed date;
 BEGIN
     PERFORM pg_advisory_xact_lock(aggregate_scores_lock_key());
-    IF TG_OP = 'TRUNCATE' THEN
+    IF TG_OP = 'TRUNCATE' AND counts THEN
         UPDATE aggregated_days SET counts_version = nextval('aggregate_counts_version');
-        RETURN NULL;
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        UPDATE aggregated_days SET scores_from = NULL;
+    ELSE
+        FOREACH changed IN ARRAY ARRAY[(to_jsonb(OLD) ->> TG_ARGV[0])::date, (to_jsonb(NEW) ->> TG_ARGV[0])::date] LOOP
+            CONTINUE WHEN changed IS NULL OR strpos(coalesce(current_setting(noted, true), ''), changed::text) > 0;
+            IF counts THEN
+                INSERT INTO aggregated_days (day, counts_version) VALUES (changed, nextval('aggregate_counts_version'))
+                ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version;
+            ELSE
+                UPDATE aggregated_days SET scores_from = NULL WHERE day = changed;
+            END IF;
+            PERFORM set_config(noted, coalesce(current_setting(noted, true), '') || changed || ' ', true);
+        END LOOP;
     END IF;
-    FOREACH changed IN ARRAY ARRAY[OLD.date, NEW.date] LOOP
-        CONTINUE WHEN changed IS NULL
-            OR strpos(coalesce(current_setting('pulsecart.counts_changed_days', true), ''), changed::text) > 0;
-        INSERT INTO aggregated_days (day, counts_version) VALUES (changed, nextval('aggregate_counts_version'))
-        ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version;
-        PERFORM set_config('pulsecart.counts_changed_days',
-                           coalesce(current_setting('pulsecart.counts_changed_days', true), '') || changed || ' ', true);
-    END LOOP;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER event_aggregates_changed_outside_aggregate
+CREATE TRIGGER changed_outside_aggregate
 AFTER INSERT OR UPDATE OR DELETE ON event_aggregates FOR EACH ROW
-WHEN (current_setting('pulsecart.writing_counts', true) IS DISTINCT FROM 'on')
-EXECUTE FUNCTION event_aggregates_changed_outside_aggregate();
+WHEN (current_setting('pulsecart.aggregating', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION note_change_outside_aggregate('date');
 
-CREATE TRIGGER event_aggregates_truncated
+CREATE TRIGGER truncated_outside_aggregate
 AFTER TRUNCATE ON event_aggregates FOR EACH STATEMENT
-EXECUTE FUNCTION event_aggregates_changed_outside_aggregate();
+EXECUTE FUNCTION note_change_outside_aggregate('date');
+
+CREATE TRIGGER changed_outside_aggregate
+AFTER INSERT OR UPDATE OR DELETE ON personalization_score_history FOR EACH ROW
+WHEN (current_setting('pulsecart.aggregating', true) IS DISTINCT FROM 'on')
+EXECUTE FUNCTION note_change_outside_aggregate('as_of');
+
+CREATE TRIGGER truncated_outside_aggregate
+AFTER TRUNCATE ON personalization_score_history FOR EACH STATEMENT
+EXECUTE FUNCTION note_change_outside_aggregate('as_of');
 
 -- The app-facing scores are the history as of the newest aggregated day that is not in the future:
 -- derived, never a second copy that could be left behind or moved to a mistyped day.
