@@ -24,6 +24,7 @@ from pulsecart_cli.errors import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    CheckFailed,
     PulsecartError,
     UsageError,
 )
@@ -32,7 +33,7 @@ from pulsecart_cli.ledger import TRIGGERS, Invocation
 from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
-from pulsecart_cli.status import Selection, completeness, day_states, parse_duration, recent_runs
+from pulsecart_cli.status import Selection, completeness, day_states, parse_duration, problems, recent_runs
 
 
 class PulsecartGroup(TyperGroup):
@@ -254,19 +255,35 @@ def status(
     job: Annotated[str | None, typer.Option("--job", metavar="J", help="aggregate or metrics (default: both).")] = None,
     days: Annotated[int, typer.Option("--days", min=1, max=366, help="How many days back.")] = 30,
     end: Annotated[str, typer.Option("--end", metavar="D", help="Last day shown.")] = "yesterday",
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 5 unless every day succeeded and is not stale; print one line per problem day "
+                        "with the command that fixes it. For cron's MAILTO or a monitoring check.")] = False,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
     """Show, per date job, which of the last N days succeeded, failed, are missing, stale or running,
     and the commands that fill the gaps.
 
     Example: pulsecart status --days 14
+    Example: pulsecart status --check --days 3
     """
     jobs = _date_jobs(job)
     last = parse_day(end)
     window = days_between(last - timedelta(days=days - 1), last)
     with _migrated_connection(database_url) as conn:
         states = {j: day_states(conn, j, window) for j in jobs}
-    if as_json:
+    if check:
+        found = problems(states)
+        if as_json:
+            render.print_json(render.check_json(found, window))
+        else:
+            for p in found:
+                render.out().print(f"{p.job} {p.day} {p.state}: {p.reason}; fix: {p.fix}", markup=False)
+        if found:
+            raise CheckFailed(f"status --check: {len(found)} problem day(s) in {window[0]}..{window[-1]}")
+        if not as_json and sys.stdout.isatty():   # silent otherwise: cron mails what a command prints
+            render.out().print(f"ok: every day of {', '.join(jobs)} in {window[0]}..{window[-1]} succeeded "
+                               "and is up to date")
+    elif as_json:
         render.print_json(render.status_json(states, window))
     else:
         render.out().print(render.status_view(states, window))

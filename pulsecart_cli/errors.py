@@ -6,6 +6,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INCOMPLETE = 4
+EXIT_CHECK_FAILED = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -52,3 +53,9 @@ class JobFailed(PulsecartError):
 
 class ServiceError(PulsecartError):
     """An external service (Pub/Sub) said no."""
+
+
+class CheckFailed(PulsecartError):
+    """`status --check` found days that did not succeed or are stale."""
+
+    exit_code = EXIT_CHECK_FAILED

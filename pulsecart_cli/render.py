@@ -225,6 +225,12 @@ def status_json(states_by_job: dict, window: list[date]) -> dict:
     }
 
 
+def check_json(problems: list, window: list[date]) -> dict:
+    return {"ok": not problems, "start": window[0], "end": window[-1],
+            "problems": [{"job": p.job, "date": p.day, "state": p.state, "reason": p.reason, "fix": p.fix}
+                         for p in problems]}
+
+
 def status_view(states_by_job: dict, window: list[date]) -> Group:
     table = Table(title=f"pulsecart status {window[0]} .. {window[-1]} (oldest left)", title_justify="left")
     table.add_column("job")

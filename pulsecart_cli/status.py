@@ -57,6 +57,33 @@ def _state(latest_status: str | None, ever_succeeded: bool, stale_reason: str | 
 
 
 @dataclass(frozen=True)
+class Problem:
+    """A day `status --check` reports: it did not succeed, or its result is stale."""
+
+    job: str
+    day: date
+    state: str
+    reason: str
+    fix: str
+
+
+def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
+    """Every day that is not succeeded-and-fresh, oldest first per job, with the command that fixes it."""
+    found = []
+    for job, states in states_by_job.items():
+        for day, state in sorted(states.items()):
+            if state.state == "succeeded":
+                continue
+            reason = {"missing": "no successful run",
+                      "failed": f"latest run {state.latest_run_id} failed",
+                      "running": f"run {state.latest_run_id} is still running",
+                      "stale": state.stale_reason}[state.state]
+            wait = " --wait" if state.state == "running" else ""
+            found.append(Problem(job, day, state.state, reason, f"pulsecart {job} --date {day}{wait}"))
+    return found
+
+
+@dataclass(frozen=True)
 class Selection:
     only_missing: bool = False
     only_failed: bool = False
