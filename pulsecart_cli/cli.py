@@ -5,6 +5,7 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 """
 
 import os
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -22,9 +23,11 @@ from pulsecart_cli.dates import days_between, parse_day, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
+    EXIT_LOCKED,
     EXIT_USAGE,
     CheckFailed,
+    DatabaseError,
+    Interrupted,
     PulsecartError,
     UsageError,
 )
@@ -46,9 +49,12 @@ class PulsecartGroup(TyperGroup):
             code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
                                 standalone_mode=False, **extra)
         except typer.Exit as exc:
-            code = exc.exit_code
-        except (typer.Abort, KeyboardInterrupt):
-            code = _fail("interrupted", EXIT_INTERRUPTED)
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns KeyboardInterrupt into Exit(130)
+                code = _interrupted(exc.__cause__)
+            else:
+                code = exc.exit_code
+        except (typer.Abort, KeyboardInterrupt) as exc:
+            code = _interrupted(exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__)
         except click_exceptions.NoArgsIsHelpError as exc:
             print(exc.format_message())
             code = 0
@@ -90,6 +96,30 @@ def _fail(message: str, code: int) -> int:
     else:
         print(f"Error: {message}", file=sys.stderr)
     return code
+
+
+def _interrupted(exc: BaseException | None) -> int:
+    interruption = Interrupted.of(exc)
+    return _fail(interruption.reason, interruption.exit_code)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    """SIGTERM (Airflow's timeout, "mark failed", a worker shutdown; kill, systemd, Kubernetes) and
+    SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
+    rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
+    a repeated signal must not break the rollback and the ledger writes that follow the first."""
+    for handled in HANDLED_SIGNALS:
+        signal.signal(handled, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def install_signal_handlers() -> None:
+    """At the CLI edge only (the console entry point), never when the library is imported."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
 
 
 def _debug_traceback(debug: bool) -> None:
@@ -198,16 +228,41 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         render.message(f"note: {note}")
     if as_json:
         render.print_json(render.day_results_json(job, run.results) | {"interrupted": run.interrupted})
-    else:
+    elif run.results or run.stopped_by is None:
         render.out().print(render.day_results_table(job, run.results))
         not_run = len(plan) - len(run.results)
-        if not_run and not run.interrupted:
+        if not_run and not run.interrupted and run.stopped_by is None:
             render.message(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
+    not_run = len(plan) - len(run.results)
     if run.interrupted:
         rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
-        return _fail(f"interrupted: {job} {rolled_back} rolled back and marked failed; "
-                     f"{len(plan) - len(run.results)} day(s) not run", EXIT_INTERRUPTED)
-    return 0 if run.ok else EXIT_FAILURE
+        what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
+        return _fail(f"{run.interruption.reason}: {what}; {not_run} day(s) not run", run.interruption.exit_code)
+    if run.stopped_by is not None:
+        raise _stopped(job, [d for d, _ in plan], run, url) from run.stopped_by
+    if not run.ok:
+        failed = [r for r in run.results if r.status != "succeeded"]
+        errors = "; ".join(f"{r.run_date}: {(r.error or r.status).splitlines()[0]}" for r in failed)
+        later = f"; {not_run} later day(s) not run" if not_run else ""
+        return _fail(f"{job} failed on {len(failed)} of {len(plan)} day(s): {errors}{later}", EXIT_FAILURE)
+    return 0
+
+
+def _stopped(job: str, days: list[date], run, url: str) -> PulsecartError:
+    """The error that stopped a run before its end (a busy lock, a lost connection), with what stands."""
+    committed = [r.run_date for r in run.results if r.status == "succeeded"]
+    failed = [r.run_date for r in run.results if r.status != "succeeded"]
+    not_committed = [d for d in days if d not in committed and d not in failed]
+    standing = "; ".join(f"{label}: {render.day_list(ds)}" for label, ds in (
+        ("committed", committed), ("failed", failed), ("not committed", not_committed)) if ds)
+    exc = run.stopped_by
+    if isinstance(exc, PulsecartError):
+        message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
+        return type(exc)(message, hint=exc.hint)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DatabaseError(f"{job} stopped: database error: {database.scrub(first, url)}; {standing}",
+                         hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
+                              f"{min(days)}..{max(days)} --only-missing --only-failed")
 
 
 OnlyMissingOpt = Annotated[bool, typer.Option("--only-missing", help="Only days with no succeeded run.")]
@@ -370,7 +425,20 @@ def reconcile(
         render.print_json(render.reconcile_json(results))
     else:
         render.out().print(render.reconcile_table(results))
-    return 0 if all(r.status == "succeeded" for r in results) else EXIT_FAILURE
+    interrupted = next((r for r in results if r.interrupted), None)
+    not_run = len(pairs) - len(results)
+    if interrupted is not None:
+        return _fail(f"{interrupted.error}: reconcile {interrupted.target} stopped (unacked messages are delivered "
+                     f"again); {not_run} topic(s) not run", interrupted.interruption.exit_code)
+    failed = [r for r in results if r.status == "failed"]
+    busy = [r for r in results if r.status == "busy"]
+    problems = [f"{r.target} failed: {(r.error or '').splitlines()[0]}" for r in failed]
+    problems += [f"{r.target} skipped: {r.error}" for r in busy]
+    if problems:
+        done = len(results) - len(failed) - len(busy)
+        return _fail(f"reconcile: {'; '.join(problems)}" + (f"; {done} other topic(s) done" if done else ""),
+                     EXIT_FAILURE if failed else EXIT_LOCKED)
+    return 0
 
 
 @pubsub_app.command("setup")
@@ -530,4 +598,5 @@ def dev_db_url() -> None:
 
 
 def main() -> None:
+    install_signal_handlers()
     app()

@@ -12,8 +12,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from pulsecart_cli import embedded
 from pulsecart_cli.errors import ConfigError, DatabaseError
+from pulsecart_cli.queries import query
 
 URL_ENV = "PULSECART_DATABASE_URL"
+
+# libpq's TCP keepalives, unless the URL sets its own: a lost server is noticed in about a minute.
+CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+# The server's side: a lost client is noticed, even during a long statement (its locks are freed).
+SERVER_KEEPALIVES = {"idle": "60", "interval": "10", "count": "6"}
+CLIENT_CHECK_INTERVAL = "10s"
 
 
 def redact(url: str) -> str:
@@ -75,9 +82,11 @@ def _check_url(url: str) -> None:
 
 
 def connect(url: str) -> psycopg.Connection:
-    """An autocommit connection; callers open transactions explicitly."""
+    """An autocommit connection with keepalives both ways; callers open transactions explicitly."""
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart")
+        given = conninfo_to_dict(url)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart",
+                               **{k: v for k, v in CLIENT_KEEPALIVES.items() if k not in given})
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"malformed database URL {redact(url)!r}: {scrub(str(exc), url)}") from exc
     except psycopg.OperationalError as exc:
@@ -86,6 +95,14 @@ def connect(url: str) -> psycopg.Connection:
             f"cannot connect to the database at {redact(url)}: {first_line}",
             hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
         ) from exc
+    try:
+        conn.execute(query("session.keepalives"), SERVER_KEEPALIVES)
+        if conn.info.server_version >= 140000:
+            conn.execute(query("session.check_client"), {"interval": CLIENT_CHECK_INTERVAL})
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 @contextmanager

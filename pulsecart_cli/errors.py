@@ -1,13 +1,41 @@
 """Domain errors and the exit codes they map to. The CLI edge is the only place that turns them
 into process exit codes (see ``cli.PulsecartGroup``)."""
 
+import signal
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INCOMPLETE = 4
 EXIT_CHECK_FAILED = 5
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, or a signal the CLI turns into one (SIGTERM, SIGHUP): what is in flight rolls back,
+    is marked failed with ``reason``, and the process exits 128 + the signal's number.
+
+    A ``KeyboardInterrupt`` subclass, so psycopg cancels the running statement on the server."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def reason(self) -> str:
+        if self.signum == signal.SIGINT:
+            return "interrupted"
+        return f"terminated by {signal.Signals(self.signum).name}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @classmethod
+    def of(cls, exc: BaseException | None) -> "Interrupted":
+        """The interruption ``exc`` stands for: a plain KeyboardInterrupt is Ctrl-C."""
+        return exc if isinstance(exc, Interrupted) else cls()
 
 
 class PulsecartError(Exception):

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pulsecart_cli import __version__
-from pulsecart_cli.errors import LockBusy
+from pulsecart_cli.errors import Interrupted, LockBusy
 from pulsecart_cli.queries import query
 
 TRIGGERS = ("manual", "airflow", "cron")
@@ -53,7 +53,11 @@ class UnitResult:
     details: dict = field(default_factory=dict)
     error: str | None = None
     run_id: int | None = None
-    interrupted: bool = False
+    interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP rolled this unit back
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interruption is not None
 
     @property
     def abandoned(self) -> bool:
@@ -93,20 +97,22 @@ def run_unit(
 
     With ``transactional`` it runs in one transaction: a failure
     leaves the unit's data untouched. The ledger rows are written outside that transaction, so a
-    failed attempt is recorded too. Ctrl-C rolls the unit back and marks it failed ("interrupted").
+    failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
+    statement, rolls the unit back and marks it failed with the reason ("terminated by SIGTERM").
     """
     unit = {"job": job, "run_date": run_date, "target": target}
     keys = lock_keys(job, run_date, target)
+    conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
     if wait:
         conn.execute(query("ledger.wait_lock"), keys)
     elif not conn.execute(query("ledger.try_lock"), keys).fetchone()[0]:
-        raise _busy(conn, unit)
+        raise _busy(conn, unit, keys)
     try:
         conn.execute(query("ledger.reap_dead"), unit)
         run_id = conn.execute(
             query("ledger.start"),
-            unit | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
-                    "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
+            unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
+                           "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
         ).fetchone()[0]
         result = UnitResult(job, run_date, target, "running", run_id=run_id)
         started = time.monotonic()
@@ -118,8 +124,9 @@ def run_unit(
                 outcome = work(conn)
             result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
             result.status = "failed" if outcome.error else "succeeded"
-        except KeyboardInterrupt:
-            result.status, result.error, result.interrupted = "failed", "interrupted", True
+        except KeyboardInterrupt as exc:
+            result.interruption = Interrupted.of(exc)
+            result.status, result.error = "failed", result.interruption.reason
         except Abandoned:
             result.status = "not run"
             conn.execute(query("ledger.forget"), {"id": run_id})
@@ -141,13 +148,32 @@ def run_unit(
             conn.execute(query("ledger.unlock"), keys)
 
 
-def _busy(conn: psycopg.Connection, unit: dict) -> LockBusy:
-    holder = conn.execute(query("ledger.holder"), unit).fetchone()
+def _busy(conn: psycopg.Connection, unit: dict, keys: dict) -> LockBusy:
+    """Who holds the lock, as far as the server and the ledger know, and what to do about it."""
     what = _describe_unit(unit["job"], unit["run_date"], unit["target"])
+    hint = "retry later or pass --wait"
+    holder = conn.execute(query("ledger.holder"), unit | keys).fetchone()
     if holder is None:
-        return LockBusy(f"{what} is locked by another session", hint="retry later or pass --wait")
-    run_id, host, pid, trigger, started_at = holder
-    return LockBusy(
-        f"{what} is being run by run {run_id} ({trigger} on {host} pid {pid}, started {started_at:%Y-%m-%d %H:%M:%S%z})",
-        hint="retry later or pass --wait",
-    )
+        return LockBusy(f"{what} was locked by another session, which has just released it", hint="retry now")
+    backend_pid, application_name, run_id, host, pid, trigger, started_at = holder
+    session = f"server backend pid {backend_pid}" + (f", {application_name!r}" if application_name else "")
+    if run_id is None:
+        return LockBusy(f"{what} is locked by another session ({session})", hint=hint)
+    message = (f"{what} is being run by run {run_id} ({trigger} on {host} pid {pid}, "
+               f"started {started_at:%Y-%m-%d %H:%M:%S%z}; {session})")
+    if host == socket.gethostname() and pid is not None and not _process_exists(pid):
+        return LockBusy(
+            f"{message}; its client (pid {pid}) is gone but its server session still holds the lock "
+            "until its last statement ends",
+            hint=f"wait for it (or pass --wait), or end it now with SELECT pg_terminate_backend({backend_pid})")
+    return LockBusy(message, hint=hint)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

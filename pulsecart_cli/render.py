@@ -21,7 +21,7 @@ from rich.table import Table
 
 from pulsecart_cli.ledger import UnitResult
 
-STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow"}
+STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow"}
 
 
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80
@@ -159,6 +159,17 @@ def day_results_table(job: str, results: list[UnitResult]) -> Table:
         style = STATUS_STYLE.get(r.status, "")
         table.add_row(str(r.run_date), f"[{style}]{r.status}[/]", f"{r.rows:,}", f"{r.duration_s:.2f}s", _notes(r))
     return table
+
+
+def day_list(days) -> str:
+    """Days as compact text, consecutive days as ranges: `2025-03-01..2025-03-03, 2025-03-05`."""
+    ranges: list[list[date]] = []
+    for day in sorted(set(days)):
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges)
 
 
 def plan_text(job: str, plan: list[tuple[date, str]]) -> str:

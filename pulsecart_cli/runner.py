@@ -9,6 +9,7 @@ import psycopg
 
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
+from pulsecart_cli.errors import Interrupted, LockBusy, PulsecartError
 from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS, DayContext
 from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
 from pulsecart_cli.migrations import require_current
@@ -35,12 +36,17 @@ def already_succeeded(url: str, job: str, day: date) -> tuple | None:
 @dataclass
 class DailyRun:
     results: list[UnitResult] = field(default_factory=list)
-    interrupted: bool = False
+    interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP stopped the run
+    stopped_by: Exception | None = None  # a busy lock or a lost connection stopped it before its end
     notes: list[str] = field(default_factory=list)  # worth telling the operator, not failures
 
     @property
+    def interrupted(self) -> bool:
+        return self.interruption is not None
+
+    @property
     def ok(self) -> bool:
-        return not self.interrupted and all(r.status == "succeeded" for r in self.results)
+        return not self.interrupted and self.stopped_by is None and all(r.status == "succeeded" for r in self.results)
 
 
 def run_daily_job(
@@ -56,7 +62,8 @@ def run_daily_job(
     notify: Callable[[str], None] = lambda message: None,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
-    Stops at the first failed day unless ``keep_going``, and at Ctrl-C (the current day rolled back)."""
+    Stops at the first failed day unless ``keep_going``, at Ctrl-C, SIGTERM or SIGHUP (the current day
+    rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand)."""
     days = sorted(days)
     if job in OVERLAPPING_JOBS and len(days) > 1:
         return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(on_day_start, on_day_done)
@@ -65,13 +72,20 @@ def run_daily_job(
     with connection(url) as conn:
         require_current(conn)
         for index, day in enumerate(days):
-            on_day_start(day)
             context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
-            result = run_unit(conn, job, lambda c, day=day, context=context: day_job(c, day, context), invocation,
-                              run_date=day, wait=wait)
+            try:
+                on_day_start(day)
+                result = run_unit(conn, job, lambda c, day=day, context=context: day_job(c, day, context), invocation,
+                                  run_date=day, wait=wait)
+            except KeyboardInterrupt as exc:  # between days, or before the day's work started
+                run.interruption = Interrupted.of(exc)
+                break
+            except (PulsecartError, psycopg.Error) as exc:
+                run.stopped_by = exc
+                break
             run.results.append(result)
             on_day_done(result)
-            run.interrupted = result.interrupted
+            run.interruption = result.interruption
             if not _next_day_may_run(result, keep_going):
                 break
     return run
@@ -107,6 +121,7 @@ class _OverlappingDays:
         self.days = [_Day(day) for day in days]
         self.stopping = threading.Event()  # start no further day
         self.interrupted = threading.Event()
+        self.interruption: Interrupted | None = None  # which signal, once ``interrupted`` is set
         self._guard = threading.Lock()
         self._next = 0
         self._connections: list[psycopg.Connection] = []
@@ -125,14 +140,14 @@ class _OverlappingDays:
             worker.start()
         try:
             self._report_in_order(workers, on_day_start, on_day_done)
-        except KeyboardInterrupt:
-            self._interrupt()
+        except KeyboardInterrupt as exc:
+            self._interrupt(exc)
         while any(worker.is_alive() for worker in workers):
             try:
                 for worker in workers:
                     worker.join()
-            except KeyboardInterrupt:
-                self._interrupt()
+            except KeyboardInterrupt as exc:
+                self._interrupt(exc)
         return self._outcome()
 
     def _report_in_order(self, workers, on_day_start, on_day_done) -> None:
@@ -146,17 +161,22 @@ class _OverlappingDays:
             on_day_done(day.result)
 
     def _outcome(self) -> DailyRun:
-        run = DailyRun(interrupted=self.interrupted.is_set())
+        run = DailyRun(interruption=self.interruption)
         for day in self.days:
             if day.error is not None and not run.interrupted:
-                raise day.error
+                if not isinstance(day.error, (PulsecartError, psycopg.Error)):
+                    raise day.error
+                run.stopped_by = day.error
+                break
             if day.result is not None and not day.result.abandoned:
                 run.results.append(day.result)
         if self.worker_error is not None:
             run.notes.append(f"ran one day at a time: a second connection failed ({self.worker_error})")
         return run
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, exc: KeyboardInterrupt) -> None:
+        if self.interruption is None:
+            self.interruption = Interrupted.of(exc)
         self.interrupted.set()
         self.stopping.set()
         with self._guard:
@@ -208,11 +228,15 @@ class _OverlappingDays:
             outcome = DAILY_JOBS[self.job](conn, self.days[index].day, context)
         except psycopg.errors.QueryCanceled:
             if self.interrupted.is_set():
-                raise KeyboardInterrupt from None
+                raise self._interruption() from None
             raise
         if self.interrupted.is_set():
-            raise KeyboardInterrupt  # not committed yet: roll back like the day still running
+            raise self._interruption()  # not committed yet: roll back like the day still running
         return outcome
+
+    def _interruption(self) -> Interrupted:
+        """For a worker thread: the main thread's interruption, as its own exception."""
+        return Interrupted(self.interruption.signum) if self.interruption else Interrupted()
 
     def _wait_for_previous(self, index: int) -> None:
         """Returns once the window's previous day has ended; raises ``Abandoned`` when this day must not
@@ -223,7 +247,7 @@ class _OverlappingDays:
         while not (previous.finished.wait(0.1) or self.interrupted.is_set()):
             pass
         if self.interrupted.is_set():
-            raise KeyboardInterrupt
+            raise self._interruption()
         if not _next_day_may_run(previous.result, self.keep_going):
             raise Abandoned
 
@@ -237,7 +261,9 @@ def run_reconcile(
     *,
     wait: bool = False,
 ) -> list[UnitResult]:
-    """Reconcile each topic's dead letters under its lock, one ledger row per topic."""
+    """Reconcile each topic's dead letters under its lock, one ledger row per topic. A topic whose lock
+    is busy is skipped (status ``busy``, the lock's message as its error) and the others still run;
+    Ctrl-C, SIGTERM or SIGHUP stops after the topic in flight."""
     clients = pubsub.connect(project)
     results = []
     with connection(url) as conn:
@@ -245,7 +271,13 @@ def run_reconcile(
         for pair in pairs:
             check_subscription(clients, pair)
         for pair in pairs:
-            results.append(run_unit(
-                conn, "reconcile", lambda c, pair=pair: reconcile_topic(clients, c, pair, options), invocation,
-                target=pair.original, wait=wait, transactional=False))
+            try:
+                result = run_unit(
+                    conn, "reconcile", lambda c, pair=pair: reconcile_topic(clients, c, pair, options), invocation,
+                    target=pair.original, wait=wait, transactional=False)
+            except LockBusy as exc:
+                result = UnitResult("reconcile", None, pair.original, "busy", error=exc.message)
+            results.append(result)
+            if result.interrupted:
+                break
     return results

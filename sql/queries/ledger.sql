@@ -7,26 +7,43 @@ SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s);
 -- name: unlock
 SELECT pg_advisory_unlock(%(job_key)s, %(unit_key)s);
 
+-- name: set_application_name
+-- What a DBA sees in pg_stat_activity: `pulsecart aggregate 2025-03-04`.
+SELECT set_config('application_name', %(name)s, false);
+
 -- name: holder
-SELECT id, host, pid, trigger, started_at
-FROM job_runs
-WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s
-  AND target IS NOT DISTINCT FROM %(target)s AND status = 'running'
-ORDER BY id DESC
-LIMIT 1;
+-- Who holds the unit's lock: the server session (backend pid, application_name) and, when it is a
+-- run of this unit, its ledger row. No row: the lock was released meanwhile.
+SELECT h.backend_pid, a.application_name, r.id, r.host, r.pid, r.trigger, r.started_at
+FROM (SELECT pulsecart_lock_holder(%(job_key)s, %(unit_key)s) AS backend_pid) h
+LEFT JOIN pg_stat_activity a ON a.pid = h.backend_pid
+LEFT JOIN LATERAL (
+    SELECT id, host, pid, trigger, started_at
+    FROM job_runs
+    WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s
+      AND target IS NOT DISTINCT FROM %(target)s AND status = 'running'
+      AND (backend_pid = h.backend_pid OR backend_pid IS NULL)
+    ORDER BY id DESC
+    LIMIT 1
+) r ON true
+WHERE h.backend_pid IS NOT NULL;
 
 -- name: reap_dead
--- Called while holding the unit's lock: any run still marked running cannot be alive.
+-- Called while holding the unit's lock: any run still marked running cannot be alive. When it ended
+-- is unknown, so finished_at stays NULL (not the time someone noticed).
 UPDATE job_runs
-SET status = 'failed', finished_at = now(),
+SET status = 'failed',
     error = 'abandoned: the process ended without finishing (its lock was free)'
 WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s
   AND target IS NOT DISTINCT FROM %(target)s AND status = 'running'
 RETURNING id;
 
 -- name: start
-INSERT INTO job_runs (job, run_date, target, status, trigger, airflow_run_id, host, pid, version)
-VALUES (%(job)s, %(run_date)s, %(target)s, 'running', %(trigger)s, %(airflow_run_id)s, %(host)s, %(pid)s, %(version)s)
+-- backend_pid and the lock's keys let readers tell a live run from a dead one (job_run_status).
+INSERT INTO job_runs (job, run_date, target, status, trigger, airflow_run_id, host, pid, version,
+                      backend_pid, lock_job_key, lock_unit_key)
+VALUES (%(job)s, %(run_date)s, %(target)s, 'running', %(trigger)s, %(airflow_run_id)s, %(host)s, %(pid)s, %(version)s,
+        pg_backend_pid(), %(job_key)s, %(unit_key)s)
 RETURNING id;
 
 -- name: finish

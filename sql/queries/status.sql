@@ -6,7 +6,8 @@
 WITH days AS (
     SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
 ), latest AS (
-    SELECT DISTINCT ON (run_date) run_date, id, status, started_at
+    -- job_run_status: a 'running' row whose session no longer holds its lock is failed (abandoned).
+    SELECT DISTINCT ON (run_date) run_date, id, job_run_status(job_runs) AS status, started_at
     FROM job_runs
     WHERE job = %(job)s AND run_date BETWEEN %(start)s AND %(end)s
     ORDER BY run_date, id DESC
@@ -51,11 +52,13 @@ LIMIT 1;
 SELECT max("timestamp") FROM events;
 
 -- name: recent_runs
-SELECT id, job, run_date, target, status, trigger, airflow_run_id, started_at, finished_at,
-       extract(epoch FROM finished_at - started_at) AS duration_s, rows_written, split_part(error, E'\n', 1) AS error
+-- An abandoned run (see job_run_status) is failed, its duration unknown (finished_at is NULL).
+SELECT id, job, run_date, target, job_run_status(job_runs) AS status, trigger, airflow_run_id, started_at, finished_at,
+       extract(epoch FROM finished_at - started_at) AS duration_s, rows_written,
+       split_part(job_run_error(job_runs), E'\n', 1) AS error
 FROM job_runs
 WHERE (%(job)s::text IS NULL OR job = %(job)s)
-  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(status)s::text IS NULL OR job_run_status(job_runs) = %(status)s)
   AND (%(day)s::date IS NULL OR run_date = %(day)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
