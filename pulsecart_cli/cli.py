@@ -23,6 +23,7 @@ from pulsecart_cli.dates import days_between, parse_day, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_USAGE,
     CheckFailed,
@@ -49,12 +50,11 @@ class PulsecartGroup(TyperGroup):
             code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
                                 standalone_mode=False, **extra)
         except typer.Exit as exc:
-            if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns KeyboardInterrupt into Exit(130)
-                code = _interrupted(exc.__cause__)
-            else:
-                code = exc.exit_code
-        except (typer.Abort, KeyboardInterrupt) as exc:
-            code = _interrupted(exc if isinstance(exc, KeyboardInterrupt) else exc.__cause__)
+            code = exc.exit_code
+        except _InterruptedCommand as exc:
+            code = _fail(exc.interruption.reason, exc.interruption.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            code = _fail("interrupted", EXIT_INTERRUPTED)
         except click_exceptions.NoArgsIsHelpError as exc:
             print(exc.format_message())
             code = 0
@@ -82,6 +82,21 @@ class PulsecartGroup(TyperGroup):
         return _exit(code, standalone_mode)
 
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130, whatever the signal
+            raise _InterruptedCommand(Interrupted.of(exc)) from exc
+
+
+class _InterruptedCommand(Exception):
+    """A command stopped by Ctrl-C, SIGTERM or SIGHUP outside any unit of work."""
+
+    def __init__(self, interruption: Interrupted):
+        super().__init__(interruption.reason)
+        self.interruption = interruption
+
+
 def _exit(code, standalone_mode: bool) -> int:
     code = code if isinstance(code, int) else 0
     if standalone_mode:
@@ -96,11 +111,6 @@ def _fail(message: str, code: int) -> int:
     else:
         print(f"Error: {message}", file=sys.stderr)
     return code
-
-
-def _interrupted(exc: BaseException | None) -> int:
-    interruption = Interrupted.of(exc)
-    return _fail(interruption.reason, interruption.exit_code)
 
 
 def _raise_interrupted(signum, frame) -> None:

@@ -39,16 +39,25 @@ def utc(*parts) -> datetime:
     return datetime(*parts, tzinfo=UTC)
 
 
-def interrupt_when_running(conn, db_url: str, *args, running: int = 1) -> subprocess.CompletedProcess:
-    """Start `pulsecart *args`, send Ctrl-C once ``running`` ledger rows are running, wait for the exit."""
+def interrupt_when_running(conn, db_url: str, *args, running: int = 1, sig: int = signal.SIGINT,
+                           sleeping: int = 0) -> subprocess.CompletedProcess:
+    """Start `pulsecart *args`, send ``sig`` (Ctrl-C) once ``running`` ledger rows are running and
+    ``sleeping`` server sessions are inside pg_sleep (mid-statement), wait for the exit."""
     process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", *args],
                                env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
-    while conn.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0] < running:
+    while conn.execute("SELECT count(*) FROM job_runs WHERE status = 'running'").fetchone()[0] < running \
+            or sleeping_sessions(conn) < sleeping:
         assert time.monotonic() < deadline, "the run never started"
         time.sleep(0.05)
     time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     out, err = process.communicate(timeout=20)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def sleeping_sessions(conn) -> int:
+    """Server sessions of this database inside pg_sleep (a slow statement a test injected)."""
+    return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event = 'PgSleep'").fetchone()[0]

@@ -1,0 +1,217 @@
+"""Killed, timed out or cut off: SIGTERM and SIGHUP take Ctrl-C's path, a dead run never looks alive,
+a lock held by a session whose client is gone says what to do, and every failure ends in one `Error:` line."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+
+import pytest
+
+from pulsecart_cli.ledger import lock_keys
+from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, sleeping_sessions, utc
+from tests.test_jobs import FAIL_ON_MARCH_3, SLOW_METRICS
+from tests.test_window_overlap import SLOW_THEN_FAIL_ON, WINDOW, five_days_with_markers, has_marker, runs
+
+D = date(2025, 3, 3)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def start(db_url, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pulsecart_cli", *args],
+                            env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(predicate, timeout: float, what: str) -> float:
+    """Seconds it took for ``predicate()`` to hold."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"{what} did not happen within {timeout}s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def lock_holder(conn, job, day):
+    keys = lock_keys(job, day, None)
+    return conn.execute("SELECT pulsecart_lock_holder(%(job_key)s, %(unit_key)s)", keys).fetchone()[0]
+
+
+# --- 1. SIGTERM and SIGHUP are handled like Ctrl-C -----------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_mid_statement_rolls_the_day_back_and_a_rerun_starts_at_once(conn, db_url, sig):
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=60, fail="false"))
+    name = signal.Signals(sig).name
+
+    result = interrupt_when_running(conn, db_url, "aggregate", "--date", "2025-03-03", sig=sig, sleeping=1)
+
+    assert result.returncode == 128 + sig, result.stderr
+    assert error_lines(result.stderr) == [
+        f"Error: terminated by {name}: aggregate 2025-03-03 rolled back and marked failed; 0 day(s) not run"]
+    assert "Traceback" not in result.stderr
+    assert "2025-03-03" in result.stdout and f"terminated by {name}" in result.stdout   # the summary
+    assert runs(conn) == [(D, "failed", f"terminated by {name}")]
+    assert conn.execute("SELECT finished_at IS NOT NULL FROM job_runs").fetchone()[0]
+    assert has_marker(conn, D)                                   # rolled back: no partial day
+    assert sleeping_sessions(conn) == 0                          # the statement was cancelled on the server
+    assert lock_holder(conn, "aggregate", D) is None
+
+    conn.execute("DROP TRIGGER slow_day ON event_aggregates")
+    rerun = run_pulsecart("aggregate", "--date", "2025-03-03", env={"PULSECART_DATABASE_URL": db_url})
+    assert rerun.returncode == 0, rerun.stderr
+    assert not has_marker(conn, D)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_rolls_back_both_days_in_flight_of_a_window(conn, db_url, sig):
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-02", seconds=60, fail="false"))
+    name = signal.Signals(sig).name
+
+    result = interrupt_when_running(conn, db_url, "aggregate", "--window", WINDOW, running=2, sleeping=1, sig=sig)
+
+    assert result.returncode == 128 + sig, result.stderr
+    assert error_lines(result.stderr) == [f"Error: terminated by {name}: aggregate 2025-03-02, 2025-03-03 "
+                                          "rolled back and marked failed; 2 day(s) not run"]
+    assert runs(conn) == [(date(2025, 3, 1), "succeeded", None), (date(2025, 3, 2), "failed", f"terminated by {name}"),
+                          (date(2025, 3, 3), "failed", f"terminated by {name}")]
+    assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, True, True, True, True]
+    assert sleeping_sessions(conn) == 0
+
+    conn.execute("DROP TRIGGER slow_day ON event_aggregates")
+    rerun = run_pulsecart("aggregate", "--window", WINDOW, "--only-failed", "--only-missing", "--json",
+                          env={"PULSECART_DATABASE_URL": db_url})
+    assert rerun.returncode == 0, rerun.stderr
+    assert [d["date"] for d in json.loads(rerun.stdout)["days"]] == [
+        "2025-03-02", "2025-03-03", "2025-03-04", "2025-03-05"]
+
+
+def test_a_signal_before_any_work_exits_with_its_code_and_one_error_line(db_url):
+    process = start(db_url, "seed", "--start", "2025-03-01", "--days", "30", "--events-per-day", "200000")
+    time.sleep(1.5)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 143, err
+    assert error_lines(err) == ["Error: terminated by SIGTERM"]
+    assert "Traceback" not in err
+
+
+# --- 2. A dead run never looks alive -------------------------------------------------------------------
+
+def test_a_killed_run_reads_as_failed_at_once_without_another_run(cli, conn, db_url):
+    conn.execute(SLOW_METRICS.format(seconds=1))
+    victim = start(db_url, "metrics", "--date", "2025-03-03")
+    wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the run's slow statement")
+    alive = json.loads(cli("status", "--job", "metrics", "--end", "2025-03-03", "--days", "3", "--json").stdout)
+    assert alive["jobs"]["metrics"]["days"][-1]["state"] == "running"       # a live run is not abandoned
+
+    victim.kill()
+    victim.wait(timeout=10)
+    wait_until(lambda: lock_holder(conn, "metrics", D) is None, 20, "the dead run's session ending")
+    assert conn.execute("SELECT status FROM job_runs").fetchall() == [("running",)]   # nobody wrote since
+
+    status = json.loads(cli("status", "--job", "metrics", "--end", "2025-03-03", "--days", "3", "--json").stdout)
+    job = status["jobs"]["metrics"]
+    assert [(d["date"], d["state"]) for d in job["days"]] == [
+        ("2025-03-01", "missing"), ("2025-03-02", "missing"), ("2025-03-03", "failed")]
+    assert job["fix"] == "pulsecart metrics --window 2025-03-01..2025-03-03 --only-missing --only-failed"
+    text = cli("status", "--job", "metrics", "--end", "2025-03-03", "--days", "3").stdout
+    assert "··✗" in text and "no gaps" not in text
+
+    listed = json.loads(cli("runs", "--json").stdout)
+    assert [(r["status"], r["error"], r["duration_s"]) for r in listed] == [
+        ("failed", "abandoned: the process ended without finishing (its lock was free)", None)]
+    assert "abandoned" in cli("runs").stdout
+    assert len(json.loads(cli("runs", "--status", "failed", "--json").stdout)) == 1
+    assert json.loads(cli("runs", "--status", "running", "--json").stdout) == []
+
+    plan = json.loads(cli("metrics", "--window", "2025-03-01..2025-03-05", "--only-failed", "--dry-run",
+                          "--json").stdout)
+    assert plan["days"] == [{"date": "2025-03-03", "reason": "failed"}]
+
+    conn.execute("DROP TRIGGER slow_metrics ON daily_metrics")
+    assert cli("metrics", "--date", "2025-03-03").exit_code == 0
+    reaped = conn.execute("SELECT status, finished_at FROM job_runs ORDER BY id").fetchall()
+    assert reaped == [("failed", None), ("succeeded", reaped[1][1])]        # its duration stays unknown
+
+
+# --- 3. A lock held by a session whose client is gone --------------------------------------------------
+
+def test_a_lock_held_by_a_session_whose_client_is_gone_names_the_backend_and_what_to_do(conn, db_url):
+    conn.execute(SLOW_METRICS.format(seconds=60))
+    victim = start(db_url, "metrics", "--date", "2025-03-03")
+    wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the run's slow statement")
+    run_id, backend_pid = conn.execute("SELECT id, backend_pid FROM job_runs").fetchone()
+    assert conn.execute("SELECT application_name FROM pg_stat_activity WHERE pid = %s",
+                        (backend_pid,)).fetchone() == ("pulsecart metrics 2025-03-03",)
+    assert conn.execute("SELECT setting FROM pg_settings WHERE name = 'client_connection_check_interval'"
+                        ).fetchone() is not None
+
+    victim.kill()
+    victim.wait(timeout=10)
+    killed_at = time.monotonic()
+    busy = run_pulsecart("metrics", "--date", "2025-03-03", env={"PULSECART_DATABASE_URL": db_url})
+
+    assert busy.returncode == 3, busy.stderr
+    [line] = error_lines(busy.stderr)
+    assert line.startswith(f"Error: metrics 2025-03-03 is being run by run {run_id} (manual on "
+                           f"{socket.gethostname()} pid {victim.pid}, started ")
+    assert f"; server backend pid {backend_pid}, 'pulsecart metrics 2025-03-03'); its client (pid {victim.pid}) " \
+           "is gone but its server session still holds the lock until its last statement ends" in line
+    assert line.endswith(f"(hint: wait for it (or pass --wait), or end it now with "
+                         f"SELECT pg_terminate_backend({backend_pid}))")
+
+    # The server checks for a vanished client during a statement: the lock frees itself long before
+    # the 60 s statement would have ended, and the next run starts.
+    wait_until(lambda: lock_holder(conn, "metrics", D) is None, 25, "the server noticing the client is gone")
+    assert time.monotonic() - killed_at < 25
+    conn.execute("DROP TRIGGER slow_metrics ON daily_metrics")
+    again = run_pulsecart("metrics", "--date", "2025-03-03", env={"PULSECART_DATABASE_URL": db_url})
+    assert again.returncode == 0, again.stderr
+
+
+# --- 4. Every non-zero exit prints one Error: line -------------------------------------------------------
+
+def test_a_failed_day_ends_in_one_error_line_naming_the_day_and_its_error(cli, conn):
+    conn.execute(FAIL_ON_MARCH_3)
+    result = cli("metrics", "--window", "2025-03-02..2025-03-04")
+    assert result.exit_code == 1
+    assert error_lines(result.stderr) == [
+        "Error: metrics failed on 1 of 3 day(s): 2025-03-03: RaiseException: injected failure for 2025-03-03; "
+        "1 later day(s) not run"]
+    single = cli("metrics", "--date", "2025-03-03", "--json")
+    assert single.exit_code == 1
+    assert json.loads(single.stdout)["ok"] is False
+    assert error_lines(single.stderr) == [
+        "Error: metrics failed on 1 of 1 day(s): 2025-03-03: RaiseException: injected failure for 2025-03-03"]
+
+
+@pytest.mark.parametrize("job, table", [("metrics", "daily_metrics"), ("aggregate", "event_aggregates")])
+def test_the_database_dying_mid_window_says_which_days_committed(conn, db_url, job, table):
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in range(1, 6) for u in "ab"])
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=60, fail="false")
+                 .replace("ON event_aggregates", f"ON {table}"))
+    process = start(db_url, job, "--window", WINDOW)
+    wait_until(lambda: sleeping_sessions(conn) == 1, 20, "day 3's slow statement")
+    backend_pid = conn.execute("SELECT backend_pid FROM job_runs WHERE run_date = %s", (D,)).fetchone()[0]
+    conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+    out, err = process.communicate(timeout=30)
+
+    assert process.returncode == 1, err
+    [line] = error_lines(err)
+    assert line.startswith(f"Error: {job} stopped: database error: ")
+    assert "; committed: 2025-03-01..2025-03-02; not committed: 2025-03-03..2025-03-05 (hint: rerun" in line
+    assert "Traceback" not in err
+    assert "2025-03-01" in out and "2025-03-02" in out            # the days that did commit, in the summary
+    assert [(d, s) for d, s, _ in runs(conn)] == [
+        (date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded"), (D, "running")]
+    assert json.loads(run_pulsecart("runs", "--json", "--limit", "1",
+                                    env={"PULSECART_DATABASE_URL": db_url}).stdout)[0]["status"] == "failed"
