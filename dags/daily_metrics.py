@@ -23,4 +23,4 @@ with DAG(
     doc_md=__doc__ + rerun_help("pulsecart metrics --date 2025-03-03\n"
                                 "pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed"),
 ) as dag:
-    cli_task("compute_daily_metrics", f"metrics --date {PRIOR_DAY}")
+    cli_task("compute_daily_metrics", f"metrics --date {PRIOR_DAY}", execution_timeout=timedelta(minutes=30))

@@ -26,4 +26,5 @@ with DAG(
                                 "pulsecart reconcile --topic all"),
 ) as dag:
     for topic in TOPICS:
-        cli_task(f"reconcile_{topic.replace('-', '_')}", f"reconcile --topic {topic}{PROJECT_FLAG}")
+        cli_task(f"reconcile_{topic.replace('-', '_')}", f"reconcile --topic {topic}{PROJECT_FLAG}",
+                 execution_timeout=timedelta(hours=1))

@@ -35,8 +35,9 @@ with DAG(
         mode="reschedule",
         poke_interval=300,
         timeout=6 * 60 * 60,
+        execution_timeout=timedelta(minutes=10),  # one poke
     )
 
-    aggregate = cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}")
+    aggregate = cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}", execution_timeout=timedelta(hours=2))
 
     wait_for_prior_day >> aggregate

@@ -35,11 +35,15 @@ SENSOR_ENV = DATABASE_ENV | {
 EXIT_INCOMPLETE = 4
 
 
-def cli_task(task_id: str, arguments: str) -> BashOperator:
+def cli_task(task_id: str, arguments: str, execution_timeout: timedelta) -> BashOperator:
     """A task that runs `pulsecart <arguments>` with the database URL added to the worker's environment.
-    Every exit code but 0 fails the task (Airflow's default would turn 99 into "skipped")."""
+    Every exit code but 0 fails the task (Airflow's default would turn 99 into "skipped").
+
+    Past ``execution_timeout`` Airflow sends SIGTERM: pulsecart cancels its statement, rolls back,
+    records the run as failed ("terminated by SIGTERM") and frees the day, so the retry starts cleanly
+    instead of a hung job blocking the next night."""
     return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV, append_env=True,
-                        skip_on_exit_code=None)
+                        skip_on_exit_code=None, execution_timeout=execution_timeout)
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from pulsecart_cli import pubsub
+from pulsecart_cli.ledger import lock_keys
 from pulsecart_cli.reconcile import Options, Reconciler, classify
 
 PAIR = pubsub.TopicPair("commerce-events")
@@ -325,3 +326,38 @@ def test_emulator_frozen_mid_run_loses_nothing(topology, conn, db_url, pubsub_em
     assert delivered == {f"e{i}" for i in range(30)}   # at least once, none lost
     assert [r[1] for r in quarantine_rows(conn)] == ["not JSON"]
     assert drain(clients, subscription) == []
+
+
+def test_reconcile_all_drains_every_topic_whose_lock_is_free(topology, cli, conn, db_url):
+    clients, watch = topology
+    publish_dead_letters(clients, [(event(1), {}, ""), (b"not json", {}, ""), (event(2), {}, "")])
+    busy = pubsub.TopicPair("user-actions").original
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)", lock_keys("reconcile", None, busy))
+        holder_pid = holder.info.backend_pid
+        result = cli("reconcile", "--topic", "all", "--json", *FAST)
+
+    assert result.exit_code == 3, result.output
+    topics = {t["topic"]: t for t in json.loads(result.stdout)["topics"]}
+    assert [(name, t["status"]) for name, t in topics.items()] == [
+        ("pulsecart.commerce-events", "succeeded"), ("pulsecart.user-actions", "busy"),
+        ("pulsecart.system-events", "succeeded")]
+    assert (topics[PAIR.original]["republished"], topics[PAIR.original]["quarantined"]) == (2, 1)
+    assert sorted(json.loads(m.data)["event_id"] for m in drain(clients, watch)) == ["e1", "e2"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: reconcile: pulsecart.user-actions skipped: reconcile pulsecart.user-actions is locked "
+                      f"by another session (server backend pid {holder_pid}); 2 other topic(s) done"]
+    assert conn.execute("SELECT target, status FROM job_runs ORDER BY id").fetchall() == [
+        ("pulsecart.commerce-events", "succeeded"), ("pulsecart.system-events", "succeeded")]
+
+
+def test_a_failed_reconcile_ends_in_one_error_line_with_its_unacked_count(topology, cli):
+    clients, _ = topology
+    publish_dead_letters(clients, [(event(i), {}, "") for i in range(3)])
+    clients.publisher.delete_topic(request={"topic": clients.topic_path(PAIR.original)})
+    result = cli("reconcile", "--topic", "all", *FAST)
+    assert result.exit_code == 1
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: reconcile: pulsecart.commerce-events failed: "
+                           "3 message(s) not republished (left unacked): NotFound")
+    assert line.endswith("; 2 other topic(s) done")

@@ -47,6 +47,17 @@ def test_schedule_tags_retries_and_docs(dagbag, dag_id):
         assert task.owner == "pulsecart"
 
 
+TIMEOUTS = {"wait_for_prior_day_events": timedelta(minutes=10), "aggregate_prior_day": timedelta(hours=2),
+            "compute_daily_metrics": timedelta(minutes=30), "reconcile_commerce_events": timedelta(hours=1),
+            "reconcile_user_actions": timedelta(hours=1), "reconcile_system_events": timedelta(hours=1)}
+
+
+def test_every_task_has_an_execution_timeout(dagbag):
+    """A hung job is killed (SIGTERM, which pulsecart handles) and retried instead of blocking the next run."""
+    timeouts = {task.task_id: task.execution_timeout for dag in dagbag.dags.values() for task in dag.tasks}
+    assert timeouts == TIMEOUTS
+
+
 def test_aggregation_waits_for_complete_data_first(dagbag):
     dag = dagbag.dags["pulsecart_nightly_aggregation"]
     sensor = dag.get_task("wait_for_prior_day_events")
