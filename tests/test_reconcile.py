@@ -345,8 +345,8 @@ def test_reconcile_all_drains_every_topic_whose_lock_is_free(topology, cli, conn
     assert (topics[PAIR.original]["republished"], topics[PAIR.original]["quarantined"]) == (2, 1)
     assert sorted(json.loads(m.data)["event_id"] for m in drain(clients, watch)) == ["e1", "e2"]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [f"Error: reconcile: pulsecart.user-actions skipped: reconcile pulsecart.user-actions is locked "
-                      f"by another session (server backend pid {holder_pid}); 2 other topic(s) done"]
+    assert errors == [(f"Error: reconcile: pulsecart.user-actions skipped: reconcile pulsecart.user-actions is locked "
+                       f"by another session (server backend pid {holder_pid}); 2 other topic(s) done")]
     assert conn.execute("SELECT target, status FROM job_runs ORDER BY id").fetchall() == [
         ("pulsecart.commerce-events", "succeeded"), ("pulsecart.system-events", "succeeded")]
 

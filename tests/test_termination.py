@@ -79,8 +79,8 @@ def test_a_signal_rolls_back_both_days_in_flight_of_a_window(conn, db_url, sig):
     result = interrupt_when_running(conn, db_url, "aggregate", "--window", WINDOW, running=2, sleeping=1, sig=sig)
 
     assert result.returncode == 128 + sig, result.stderr
-    assert error_lines(result.stderr) == [f"Error: terminated by {name}: aggregate 2025-03-02, 2025-03-03 "
-                                          "rolled back and marked failed; 2 day(s) not run"]
+    assert error_lines(result.stderr) == [(f"Error: terminated by {name}: aggregate 2025-03-02, 2025-03-03 "
+                                           "rolled back and marked failed; 2 day(s) not run")]
     assert runs(conn) == [(date(2025, 3, 1), "succeeded", None), (date(2025, 3, 2), "failed", f"terminated by {name}"),
                           (date(2025, 3, 3), "failed", f"terminated by {name}")]
     assert [has_marker(conn, date(2025, 3, d)) for d in range(1, 6)] == [False, True, True, True, True]
@@ -98,7 +98,7 @@ def test_a_signal_before_any_work_exits_with_its_code_and_one_error_line(db_url)
     process = start(db_url, "seed", "--start", "2025-03-01", "--days", "30", "--events-per-day", "200000")
     time.sleep(1.5)
     process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=30)
+    _, err = process.communicate(timeout=30)
     assert process.returncode == 143, err
     assert error_lines(err) == ["Error: terminated by SIGTERM"]
     assert "Traceback" not in err
@@ -185,8 +185,8 @@ def test_a_failed_day_ends_in_one_error_line_naming_the_day_and_its_error(cli, c
     result = cli("metrics", "--window", "2025-03-02..2025-03-04")
     assert result.exit_code == 1
     assert error_lines(result.stderr) == [
-        "Error: metrics failed on 1 of 3 day(s): 2025-03-03: RaiseException: injected failure for 2025-03-03; "
-        "1 later day(s) not run"]
+        ("Error: metrics failed on 1 of 3 day(s): 2025-03-03: RaiseException: injected failure for 2025-03-03; "
+         "1 later day(s) not run")]
     single = cli("metrics", "--date", "2025-03-03", "--json")
     assert single.exit_code == 1
     assert json.loads(single.stdout)["ok"] is False
