@@ -4,12 +4,12 @@ Each command parses its options, opens a connection, calls one library function 
 result. ``PulsecartGroup.main`` is the one place that turns errors into exit codes.
 """
 
-import os
 import signal
 import sys
 import traceback
 from contextlib import contextmanager
 from datetime import date, timedelta
+from enum import StrEnum
 from typing import Annotated
 
 import psycopg
@@ -18,7 +18,7 @@ from rich.markup import escape
 from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
 from typer.core import TyperGroup
 
-from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, render
+from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, redaction, render
 from pulsecart_cli.dates import days_between, parse_day, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
@@ -37,7 +37,15 @@ from pulsecart_cli.ledger import TRIGGERS, Invocation
 from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
-from pulsecart_cli.status import Selection, completeness, day_states, parse_duration, problems, recent_runs
+from pulsecart_cli.status import (
+    RUN_STATUSES,
+    Selection,
+    completeness,
+    day_states,
+    parse_duration,
+    problems,
+    recent_runs,
+)
 
 
 class PulsecartGroup(TyperGroup):
@@ -45,6 +53,11 @@ class PulsecartGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
+        with redaction.filtered_output(argv):
+            code = self._run(argv, prog_name, complete_var, **extra)
+        return _exit(code, standalone_mode)
+
+    def _run(self, argv, prog_name, complete_var, **extra) -> int:
         debug = "--debug" in argv
         try:
             code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
@@ -70,16 +83,16 @@ class PulsecartGroup(TyperGroup):
         except psycopg.Error as exc:
             _debug_traceback(debug)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            code = _fail(f"database error: {database.scrub(first, _url_in(argv))}", EXIT_FAILURE)
+            code = _fail(f"database error: {first}", EXIT_FAILURE)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             _debug_traceback(debug)
             if type(exc).__module__.startswith("google."):
                 first = (getattr(exc, "message", None) or str(exc) or "").splitlines()
                 code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first[0] if first else ''}", EXIT_FAILURE)
             else:
-                code = _fail(f"unexpected {type(exc).__name__}: {database.scrub(str(exc), _url_in(argv))}"
-                             " (rerun with --debug for the traceback)", EXIT_FAILURE)
-        return _exit(code, standalone_mode)
+                code = _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                             EXIT_FAILURE)
+        return code
 
 
     def invoke(self, ctx):
@@ -105,7 +118,8 @@ def _exit(code, standalone_mode: bool) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    """One line on stderr; red on a terminal."""
+    """One line on stderr, control characters from data escaped; red on a terminal."""
+    message = render.clean(" ".join(line.strip() for line in message.strip().splitlines()))
     if sys.stderr.isatty():
         render.err().print(f"[bold red]Error:[/] {escape(message)}")
     else:
@@ -137,15 +151,6 @@ def _debug_traceback(debug: bool) -> None:
         traceback.print_exc(file=sys.stderr)
 
 
-def _url_in(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--database-url" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--database-url="):
-            return arg.partition("=")[2]
-    return os.environ.get(database.URL_ENV)
-
-
 app = typer.Typer(
     cls=PulsecartGroup,
     help="Run, replay and backfill PulseCart's scheduled batch jobs.",
@@ -167,6 +172,18 @@ app.add_typer(pubsub_app, name="pubsub")
 app.add_typer(quarantine_app, name="quarantine")
 dev_app.add_typer(dev_db_app, name="db")
 
+def _choices(name: str, values) -> type[StrEnum]:
+    """An Enum for an option's values: help lists them and Click rejects anything else (exit 2)."""
+    return StrEnum(name, {value: value for value in values})
+
+
+Trigger = _choices("Trigger", TRIGGERS)
+DailyJob = _choices("DailyJob", DAILY_JOBS)
+Job = _choices("Job", [*DAILY_JOBS, "reconcile"])
+RunStatus = _choices("RunStatus", RUN_STATUSES)
+QuarantineStatus = _choices("QuarantineStatus", quarantine.STATUSES)
+BIGINT_MAX = 2**63 - 1  # ids and limits end up as PostgreSQL bigints
+
 DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", metavar="URL",
     help="PostgreSQL URL. Default: $PULSECART_DATABASE_URL, else the embedded database.")]
@@ -177,8 +194,8 @@ KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="Continue after
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for a run holding the day's lock instead of exiting 3.")]
 ProjectOpt = Annotated[str | None, typer.Option(
     "--project", metavar="P", help="GCP project. Default: $PULSECART_GCP_PROJECT, else $GOOGLE_CLOUD_PROJECT.")]
-TriggerOpt = Annotated[str | None, typer.Option(
-    "--trigger", metavar="T", help="Record the run as manual, airflow or cron. Default: airflow under Airflow, else manual.")]
+TriggerOpt = Annotated[Trigger | None, typer.Option(
+    "--trigger", help="How the run is recorded. Default: airflow under Airflow, else manual.")]
 
 
 def _print_version(value: bool) -> None:
@@ -196,10 +213,8 @@ def root(
     """Run, replay and backfill PulseCart's scheduled batch jobs."""
 
 
-def _invocation(trigger: str | None) -> Invocation:
-    if trigger is not None and trigger not in TRIGGERS:
-        raise UsageError(f"invalid --trigger {trigger!r}: expected one of {', '.join(TRIGGERS)}")
-    return Invocation.detect(trigger)
+def _invocation(trigger: Trigger | None) -> Invocation:
+    return Invocation.detect(trigger and trigger.value)
 
 
 def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
@@ -214,7 +229,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         if done:
             run_id, _, finished_at, done_trigger = done
             render.message(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
-                           f"finished {finished_at:%Y-%m-%d %H:%M:%S%z}); nothing to do")
+                           f"finished {render.when(finished_at)}); nothing to do")
             if as_json:
                 render.print_json({"job": job, "ok": True, "days": [], "skipped": "already succeeded"})
             return 0
@@ -249,7 +264,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
         return _fail(f"{run.interruption.reason}: {what}; {not_run} day(s) not run", run.interruption.exit_code)
     if run.stopped_by is not None:
-        raise _stopped(job, [d for d, _ in plan], run, url) from run.stopped_by
+        raise _stopped(job, [d for d, _ in plan], run) from run.stopped_by
     if not run.ok:
         failed = [r for r in run.results if r.status != "succeeded"]
         errors = "; ".join(f"{r.run_date}: {(r.error or r.status).splitlines()[0]}" for r in failed)
@@ -258,7 +273,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
     return 0
 
 
-def _stopped(job: str, days: list[date], run, url: str) -> PulsecartError:
+def _stopped(job: str, days: list[date], run) -> PulsecartError:
     """The error that stopped a run before its end (a busy lock, a lost connection), with what stands."""
     committed = [r.run_date for r in run.results if r.status == "succeeded"]
     failed = [r.run_date for r in run.results if r.status != "succeeded"]
@@ -270,7 +285,7 @@ def _stopped(job: str, days: list[date], run, url: str) -> PulsecartError:
         message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
         return type(exc)(message, hint=exc.hint)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return DatabaseError(f"{job} stopped: database error: {database.scrub(first, url)}; {standing}",
+    return DatabaseError(f"{job} stopped: database error: {first}; {standing}",
                          hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
                               f"{min(days)}..{max(days)} --only-missing --only-failed")
 
@@ -317,7 +332,7 @@ def metrics(
 
 @app.command()
 def status(
-    job: Annotated[str | None, typer.Option("--job", metavar="J", help="aggregate or metrics (default: both).")] = None,
+    job: Annotated[DailyJob | None, typer.Option("--job", help="Only this job (default: both).")] = None,
     days: Annotated[int, typer.Option("--days", min=1, max=366, help="How many days back.")] = 30,
     end: Annotated[str, typer.Option("--end", metavar="D", help="Last day shown.")] = "yesterday",
     check: Annotated[bool, typer.Option(
@@ -331,8 +346,8 @@ def status(
     Example: pulsecart status --days 14
     Example: pulsecart status --check --days 3
     """
-    jobs = _date_jobs(job)
-    last = parse_day(end)
+    jobs = [job.value] if job else list(DAILY_JOBS)
+    last = parse_day(end, "--end")
     window = days_between(last - timedelta(days=days - 1), last)
     with _migrated_connection(database_url) as conn:
         states = {j: day_states(conn, j, window) for j in jobs}
@@ -356,17 +371,16 @@ def status(
 
 @app.command()
 def runs(
-    job: Annotated[str | None, typer.Option("--job", metavar="J", help="Only this job.")] = None,
-    status_filter: Annotated[str | None, typer.Option("--status", metavar="S",
-                                                      help="running, succeeded or failed.")] = None,
+    job: Annotated[Job | None, typer.Option("--job", help="Only this job.")] = None,
+    status_filter: Annotated[RunStatus | None, typer.Option("--status", help="Only runs in this state.")] = None,
     date_text: Annotated[str | None, typer.Option("--date", metavar="D", help="Only runs for this day.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many rows.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows.")] = 20,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
     """Recent runs from the ledger, newest first. Example: pulsecart runs --job aggregate --status failed"""
-    day = parse_day(date_text) if date_text else None
+    day = parse_day(date_text) if date_text is not None else None
     with _migrated_connection(database_url) as conn:
-        rows = recent_runs(conn, job, status_filter, day, limit)
+        rows = recent_runs(conn, job and job.value, status_filter and status_filter.value, day, limit)
     if as_json:
         render.print_json(rows)
     else:
@@ -387,21 +401,13 @@ def check_complete(
     grace_delta = parse_duration(grace)
     with _migrated_connection(database_url) as conn:
         result = completeness(conn, day, grace_delta)
-    newest = f"{result.newest_event:%Y-%m-%d %H:%M:%S%z}" if result.newest_event else "none"
+    newest = render.when(result.newest_event) if result.newest_event else "none"
     if result.complete:
-        render.out().print(f"{day} is complete: newest event {newest} >= {result.threshold:%Y-%m-%d %H:%M:%S%z}")
+        render.out().print(f"{day} is complete: newest event {newest} >= {render.when(result.threshold)}")
         return 0
     render.out().print(f"{day} is not complete yet: newest event {newest}, "
-                       f"waiting for one at or after {result.threshold:%Y-%m-%d %H:%M:%S%z}")
+                       f"waiting for one at or after {render.when(result.threshold)}")
     return EXIT_INCOMPLETE
-
-
-def _date_jobs(job: str | None) -> list[str]:
-    if job is None:
-        return list(DAILY_JOBS)
-    if job not in DAILY_JOBS:
-        raise UsageError(f"unknown job {job!r}: expected one of {', '.join(DAILY_JOBS)}")
-    return [job]
 
 
 @app.command()
@@ -469,14 +475,14 @@ def pubsub_setup(
 def quarantine_list(
     topic: Annotated[str | None, typer.Option("--topic", metavar="T", help="Only this original topic.")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Only reasons containing this text.")] = None,
-    status: Annotated[str | None, typer.Option("--status", help="quarantined, replayed or discarded.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    status: Annotated[QuarantineStatus | None, typer.Option("--status", help="Only entries in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows.")] = 50,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
     """List quarantined dead letters, newest first. Example: pulsecart quarantine list --topic commerce-events"""
     topic_name = pubsub.resolve_topics(topic)[0].original if topic else None
     with _migrated_connection(database_url) as conn:
-        entries = quarantine.list_entries(conn, topic_name, reason, status, limit)
+        entries = quarantine.list_entries(conn, topic_name, reason, status and status.value, limit)
     if as_json:
         render.print_json(entries)
     else:
@@ -485,7 +491,7 @@ def quarantine_list(
 
 @quarantine_app.command("show")
 def quarantine_show(
-    entry_id: Annotated[int, typer.Argument(metavar="ID")],
+    entry_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=BIGINT_MAX)],
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
     max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Show at most this much of the data.")] = 4096,
 ) -> None:
@@ -501,7 +507,7 @@ def quarantine_show(
 
 @quarantine_app.command("replay")
 def quarantine_replay(
-    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...", min=1, max=BIGINT_MAX)],
     project: ProjectOpt = None, database_url: DatabaseUrl = None,
     note: Annotated[str | None, typer.Option("--note", help="Why it can be replayed now (kept on the row).")] = None,
 ) -> None:
@@ -517,7 +523,7 @@ def quarantine_replay(
 
 @quarantine_app.command("discard")
 def quarantine_discard(
-    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...")],
+    entry_ids: Annotated[list[int], typer.Argument(metavar="ID...", min=1, max=BIGINT_MAX)],
     reason: Annotated[str, typer.Option("--reason", help="Why it will never be processed (kept on the row).")],
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -548,7 +554,7 @@ def seed(
 
     Example: pulsecart seed --start 2025-03-01 --days 7 --users 1000 --events-per-day 10000 --seed 42
     """
-    spec = SeedSpec(parse_day(start), days, users, events_per_day, seed_value)
+    spec = SeedSpec(parse_day(start, "--start"), days, users, events_per_day, seed_value)
     with _migrated_connection(database_url) as conn:
         result = seed_events(conn, spec)
     last = date.fromordinal(spec.start.toordinal() + days - 1)
@@ -564,11 +570,14 @@ def db_migrate(database_url: DatabaseUrl = None) -> None:
     """
     with database.connection(database.resolve_url(database_url)) as conn:
         done = migrations.migrate(conn)
+        changed = migrations.changed(migrations.applied(conn))
     if done:
         for m in done:
-            render.out().print(f"applied {m.version:04d}_{m.name}")
+            render.out().print(f"applied {m.label}")
     else:
         render.out().print("schema is up to date")
+    for m in changed:
+        render.message(f"warning: {m.label}.sql changed since it was applied (its checksum differs)")
 
 
 @db_app.command("status")
@@ -579,10 +588,14 @@ def db_status(database_url: DatabaseUrl = None) -> None:
     """
     with database.connection(database.resolve_url(database_url)) as conn:
         applied = migrations.applied(conn)
+    changed = {m.version for m in migrations.changed(applied)}
     for m in migrations.available():
-        when = applied.get(m.version)
-        state = f"applied {when:%Y-%m-%d %H:%M:%S}" if when else "pending"
-        render.out().print(f"{m.version:04d}_{m.name}  {state}")
+        done = applied.get(m.version)
+        state = f"applied {render.when(done.applied_at)}" if done else "pending"
+        render.out().print(f"{m.label}  {state}" + ("  (file changed since)" if m.version in changed else ""))
+    for newer in migrations.unknown(applied):
+        render.out().print(f"{render.clean(newer.label)}  applied {render.when(newer.applied_at)} by a newer pulsecart")
+    migrations.refuse_newer(applied)
 
 
 @dev_db_app.command("start")

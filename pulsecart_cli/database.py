@@ -13,40 +13,13 @@ from psycopg.conninfo import conninfo_to_dict
 from pulsecart_cli import embedded
 from pulsecart_cli.errors import ConfigError, DatabaseError
 from pulsecart_cli.queries import query
-
-URL_ENV = "PULSECART_DATABASE_URL"
+from pulsecart_cli.redaction import URL_ENV, redact
 
 # libpq's TCP keepalives, unless the URL sets its own: a lost server is noticed in about a minute.
 CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
 # The server's side: a lost client is noticed, even during a long statement (its locks are freed).
 SERVER_KEEPALIVES = {"idle": "60", "interval": "10", "count": "6"}
 CLIENT_CHECK_INTERVAL = "10s"
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, safe to print (URI or key=value form)."""
-    return scrub(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url), url)
-
-
-def scrub(message: str, url: str | None) -> str:
-    """Remove the URL's password from a message, wherever it appears."""
-    for password in _passwords(url) if url else ():
-        message = message.replace(password, "***")
-    return message
-
-
-def _passwords(url: str) -> set[str]:
-    """The password as written in the URL and as libpq reads it (percent-decoded, unquoted)."""
-    found = set()
-    try:
-        found.add(urlsplit(url).password or "")
-    except ValueError:
-        pass
-    try:
-        found.add(conninfo_to_dict(url).get("password") or "")
-    except psycopg.Error:
-        pass
-    return found - {""}
 
 
 def under_airflow() -> bool:
@@ -70,15 +43,25 @@ def resolve_url(cli_url: str | None) -> str:
 
 
 def _check_url(url: str) -> None:
-    malformed = ConfigError(f"malformed database URL {redact(url)!r}",
-                            hint="expected postgresql://user:password@host:port/dbname")
+    """Refuse what libpq would misread or quote back (with the password) in its error."""
+    problem = None
     if re.match(r"^postgres(ql)?://", url):
-        try:
-            _ = urlsplit(url).port  # raises on a port that is not a number
-        except ValueError:
-            raise malformed from None
+        authority = url.partition("://")[2].partition("?")[0]
+        user_info = authority.rpartition("@")[0]
+        if re.search(r"%(?![0-9A-Fa-f]{2})", url):
+            problem = "a '%' that starts no percent-escape (write '%' as %25)"
+        elif "@" in user_info or "/" in user_info:
+            problem = "an unencoded '@' or '/' in the user name or password (write them as %40 and %2F)"
+        else:
+            try:
+                _ = urlsplit(url).port
+            except ValueError:
+                problem = "the port is not a number from 0 to 65535"
     elif "=" not in url:  # libpq's key=value form is accepted too
-        raise malformed
+        problem = "neither a postgresql:// URL nor libpq key=value settings"
+    if problem:
+        raise ConfigError(f"malformed database URL {redact(url)!r}: {problem}",
+                          hint="expected postgresql://user:password@host:port/dbname")
 
 
 def connect(url: str) -> psycopg.Connection:
@@ -88,9 +71,9 @@ def connect(url: str) -> psycopg.Connection:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart",
                                **{k: v for k, v in CLIENT_KEEPALIVES.items() if k not in given})
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"malformed database URL {redact(url)!r}: {scrub(str(exc), url)}") from exc
+        raise ConfigError(f"malformed database URL {redact(url)!r}: {_first_line(exc)}") from exc
     except psycopg.OperationalError as exc:
-        first_line = scrub(str(exc), url).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+        first_line = _first_line(exc) or "connection failed"
         raise DatabaseError(
             f"cannot connect to the database at {redact(url)}: {first_line}",
             hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
@@ -103,6 +86,10 @@ def connect(url: str) -> psycopg.Connection:
         conn.close()
         raise
     return conn
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 @contextmanager

@@ -4,24 +4,36 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from pulsecart_cli.errors import UsageError
 
+# The days pulsecart accepts: Python's and PostgreSQL's common range (years 1 to 9999) less a year at
+# each end, so every day a job reads (D-7 .. D+1), a --days look-back and a --grace stay inside both.
+FIRST_DAY = date(2, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+
 
 def today_utc() -> date:
     return datetime.now(UTC).date()
 
 
-def parse_day(text: str) -> date:
-    """`YYYY-MM-DD`, `yesterday` or `today` (UTC)."""
+def parse_day(text: str, option: str = "--date") -> date:
+    """`YYYY-MM-DD`, `yesterday` or `today` (UTC), from FIRST_DAY to LAST_DAY."""
     value = text.strip().lower()
     if value == "today":
         return today_utc()
     if value == "yesterday":
         return today_utc() - timedelta(days=1)
     try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
+        day = date.fromisoformat(value) if len(value) == 10 else None
     except ValueError:
-        pass
-    raise UsageError(f"invalid date {text!r}: expected YYYY-MM-DD, 'yesterday' or 'today'")
+        day = None
+    if day is None:
+        raise UsageError(f"invalid {option} {text!r}: expected YYYY-MM-DD, 'yesterday' or 'today'")
+    return check_day(day, option)
+
+
+def check_day(day: date, option: str) -> date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise UsageError(f"{option} {day} is out of range: expected a day from {FIRST_DAY} to {LAST_DAY}")
+    return day
 
 
 def parse_window(text: str) -> list[date]:
@@ -29,7 +41,7 @@ def parse_window(text: str) -> list[date]:
     start_text, sep, end_text = text.partition("..")
     if not sep or not start_text or not end_text:
         raise UsageError(f"invalid window {text!r}: expected A..B, e.g. 2025-03-01..2025-03-07")
-    start, end = parse_day(start_text), parse_day(end_text)
+    start, end = parse_day(start_text, "--window"), parse_day(end_text, "--window")
     if end < start:
         raise UsageError(f"reversed window {text!r}: {start} is after {end}")
     return days_between(start, end)

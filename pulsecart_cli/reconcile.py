@@ -24,6 +24,9 @@ MAX_BATCHES_IN_FLIGHT = 8
 DEADLINE_EXTENSION_S = 60
 
 
+JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 @dataclass(frozen=True)
 class Options:
     max_messages: int = 10_000
@@ -48,7 +51,7 @@ def classify(data: bytes, attributes: dict, ordering_key: str, max_reconciles: i
     except (UnicodeDecodeError, json.JSONDecodeError):
         return Verdict(False, "not JSON")
     if not isinstance(event, dict):
-        return Verdict(False, f"not a JSON object (a JSON {type(event).__name__})")
+        return Verdict(False, f"not a JSON object (a JSON {JSON_TYPES[type(event)]})")
     event_type = event.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip():
         return Verdict(False, "no event_type")

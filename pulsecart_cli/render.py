@@ -1,13 +1,15 @@
 """How results look: Rich tables on a terminal, one JSON document with --json. Logs go to stderr."""
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,7 +45,27 @@ def err() -> Console:
 
 def message(text: str) -> None:
     """Plain text (no Rich markup) on stderr."""
-    err().print(text, markup=False)
+    err().print(clean(text), markup=False)
+
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str, keep: str = "") -> str:
+    """The text with control characters from data escaped (\\x1b), so a terminal shows them instead of
+    obeying them; characters in ``keep`` (say a newline) stay."""
+    return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else repr(m[0])[1:-1], text)
+
+
+def cell(value) -> str:
+    """A value from data as it goes into a Rich table or markup: controls escaped, markup escaped."""
+    return escape(clean(str(value)))
+
+
+def when(moment: datetime | None) -> str:
+    """A time for people: UTC, with the offset shown."""
+    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S%z}"
 
 
 def _default(value):
@@ -97,9 +119,9 @@ def reconcile_table(results: list[UnitResult]) -> Table:
         notes = r.error or reasons
         if d.get("already_quarantined"):
             notes += f"; {d['already_quarantined']} redelivered, already in quarantine"
-        table.add_row(r.target, f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", f"{d.get('pulled', 0):,}",
+        table.add_row(cell(r.target), f"[{STATUS_STYLE.get(r.status, '')}]{r.status}[/]", f"{d.get('pulled', 0):,}",
                       f"{d.get('republished', 0):,}", f"{d.get('quarantined', 0):,}", f"{d.get('failed', 0):,}",
-                      f"{r.duration_s:.2f}s", notes)
+                      f"{r.duration_s:.2f}s", cell(notes))
     return table
 
 
@@ -108,33 +130,35 @@ def quarantine_table(entries: list[dict]) -> Table:
     for column in ("id", "topic", "message id", "reason", "status", "quarantined at", "bytes"):
         table.add_column(column, justify="right" if column in ("id", "bytes") else "left")
     for e in entries:
-        table.add_row(str(e["id"]), e["original_topic"], e["message_id"], e["reason"], e["status"],
-                      f"{e['quarantined_at']:%Y-%m-%d %H:%M:%S}", f"{e['size']:,}")
+        table.add_row(str(e["id"]), cell(e["original_topic"]), cell(e["message_id"]), cell(e["reason"]),
+                      cell(e["status"]), when(e["quarantined_at"]), f"{e['size']:,}")
     return table
 
 
-def quarantine_entry(entry: dict, max_bytes: int) -> str:
-    from rich.markup import escape
+def _shown(value) -> str:
+    return when(value) if isinstance(value, datetime) else clean(str(value))
 
+
+def quarantine_entry(entry: dict, max_bytes: int) -> str:
     from pulsecart_cli.quarantine import printable
 
     data = bytes(entry["data"])
     kind, shown = printable(data, max_bytes)
-    lines = [f"{k}: {entry[k]}" for k in ("id", "status", "reason", "original_topic", "dead_letter_topic",
-                                           "message_id", "ordering_key", "publish_time", "quarantined_at")]
+    lines = [f"{k}: {_shown(entry[k])}" for k in ("id", "status", "reason", "original_topic", "dead_letter_topic",
+                                                   "message_id", "ordering_key", "publish_time", "quarantined_at")]
     lines.append(f"attributes: {json.dumps(entry['attributes'], sort_keys=True)}")
     if entry["status"] != "quarantined":
-        lines.append(f"{entry['status']} at {entry['status_changed_at']}: {entry['status_note'] or ''}"
-                     + (f" (message {entry['replayed_message_id']})" if entry["replayed_message_id"] else ""))
+        lines.append(f"{entry['status']} at {when(entry['status_changed_at'])}: {_shown(entry['status_note'] or '')}"
+                     + (f" (message {_shown(entry['replayed_message_id'])})" if entry["replayed_message_id"] else ""))
     cut = f", first {max_bytes:,} shown" if len(data) > max_bytes else ""
     lines.append(f"data ({kind}, {len(data):,} bytes{cut}):")
-    lines.append(shown)
+    lines.append(clean(shown, keep="\n\t"))
     return escape("\n".join(lines))
 
 
 def _notes(result: UnitResult) -> str:
     if result.error:
-        return result.error.splitlines()[0]
+        return cell(result.error.splitlines()[0])
     if result.job == "metrics":
         d = result.details
         note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"
@@ -268,8 +292,8 @@ def runs_table(rows: list[dict]) -> Table:
         table.add_column(column, justify="right" if column in ("id", "duration", "rows") else "left")
     for r in rows:
         duration = f"{float(r['duration_s']):.2f}s" if r["duration_s"] is not None else "-"
-        table.add_row(str(r["id"]), r["job"], str(r["run_date"] or r["target"]),
-                      f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", r["trigger"],
-                      f"{r['started_at']:%Y-%m-%d %H:%M:%S}", duration,
-                      "-" if r["rows_written"] is None else f"{r['rows_written']:,}", r["error"] or "")
+        table.add_row(str(r["id"]), cell(r["job"]), cell(r["run_date"] or r["target"]),
+                      f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", cell(r["trigger"]),
+                      when(r["started_at"]), duration,
+                      "-" if r["rows_written"] is None else f"{r['rows_written']:,}", cell(r["error"] or ""))
     return table

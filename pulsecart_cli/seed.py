@@ -14,6 +14,7 @@ import psycopg
 import psycopg.errors
 from psycopg.copy import QueuedLibpqWriter
 
+from pulsecart_cli.dates import LAST_DAY
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.queries import query
 
@@ -37,6 +38,13 @@ class SeedSpec:
     users: int
     events_per_day: int
     seed: int
+
+    def __post_init__(self):
+        for name in ("days", "users", "events_per_day"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.start.toordinal() + self.days - 1 > LAST_DAY.toordinal():
+            raise UsageError(f"--days {self.days} from --start {self.start} runs past {LAST_DAY}, the last day accepted")
 
 
 @dataclass(frozen=True)
@@ -94,14 +102,7 @@ def day_rows(spec: SeedSpec, day: date):
         yield f"{event_id}\t{user_id}\t{event_type}\t{timestamp}\t{payload}\n", invalid
 
 
-def validate(spec: SeedSpec) -> None:
-    for name in ("days", "users", "events_per_day"):
-        if getattr(spec, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-
-
 def seed_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int = 1_000) -> SeedResult:
-    validate(spec)
     try:
         return _copy_events(conn, spec, chunk_rows)
     except psycopg.errors.UniqueViolation:

@@ -10,6 +10,7 @@ from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.queries import query
 
+RUN_STATUSES = ("running", "succeeded", "failed")
 RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
                "finished_at", "duration_s", "rows_written", "error")
 
@@ -112,15 +113,28 @@ def last_success(conn: psycopg.Connection, job: str, day: date) -> tuple | None:
     return conn.execute(query("status.last_success"), {"job": job, "day": day}).fetchone()
 
 
-def parse_duration(text: str) -> timedelta:
-    """`30m`, `2h`, `45s`, `1h30m` or `0`."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text)
+MAX_DURATION = timedelta(days=30)
+
+
+def parse_duration(text: str, option: str = "--grace") -> timedelta:
+    """`30m`, `2h`, `45s`, `1h30m` or `0`, at most MAX_DURATION."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text, re.ASCII)
     if text.strip() == "0":
         return timedelta(0)
     if not match or not any(match.groups()):
-        raise UsageError(f"invalid duration {text!r}: expected e.g. 30m, 2h, 45s or 1h30m")
-    hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        raise UsageError(f"invalid {option} {text!r}: expected e.g. 30m, 2h, 45s or 1h30m")
+    hours, minutes, seconds = (_bounded_int(g) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total > MAX_DURATION.total_seconds():
+        raise UsageError(f"{option} {text.strip()!r} is out of range: expected at most "
+                         f"{MAX_DURATION.days * 24}h ({MAX_DURATION.days} days)")
+    return timedelta(seconds=total)
+
+
+def _bounded_int(digits: str | None) -> int:
+    """The number, or 10**12 when it is longer (int() refuses thousands of digits; Python ints never overflow)."""
+    digits = (digits or "").lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def test_seed_twice_with_same_seed_is_a_clear_error(cli):
     (["aggregate", "--date", "2025-03-01", "--bogus"], 2, "Error: No such option: --bogus"),
     (["aggregate"], 2, "Error: give exactly one of --date D or --window A..B"),
     (["aggregate", "--date", "2025-02-30"], 2,
-     "Error: invalid date '2025-02-30': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+     "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday' or 'today'"),
     (["metrics", "--window", "2025-03-05..2025-03-01"], 2,
      "Error: reversed window '2025-03-05..2025-03-01': 2025-03-05 is after 2025-03-01"),
     (["metrics", "--date", "2025-03-01", "--window", "2025-03-01..2025-03-02"], 2,

@@ -252,7 +252,8 @@ def test_ledger_records_every_attempt_with_its_trigger(cli, conn, monkeypatch):
 def test_invalid_trigger_is_a_usage_error(cli):
     result = cli("metrics", "--date", "2025-03-03", "--trigger", "robot")
     assert result.exit_code == 2
-    assert "invalid --trigger 'robot'" in result.stderr
+    assert result.stderr.startswith("Error: Invalid value for '--trigger'")
+    assert "'robot' is not one of 'manual', 'airflow', 'cron'" in result.stderr
 
 
 # --- concurrency and crashes ---------------------------------------------------------------------------

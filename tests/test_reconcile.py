@@ -71,7 +71,9 @@ def quarantine_rows(conn):
 def test_classify_rules():
     assert classify(b'{"event_type": "x"}', {}, "", 3).republish
     assert classify(b"\xff", {}, "", 3).reason == "not JSON"
-    assert classify(b'"text"', {}, "", 3).reason == "not a JSON object (a JSON str)"
+    assert classify(b'"text"', {}, "", 3).reason == "not a JSON object (a JSON string)"
+    assert classify(b"null", {}, "", 3).reason == "not a JSON object (a JSON null)"
+    assert classify(b"[1]", {}, "", 3).reason == "not a JSON object (a JSON array)"
     assert classify(b'{"event_type": ""}', {}, "", 3).reason == "no event_type"
     assert classify(b'{"event_type": "x"}', {"reconcile_count": "3"}, "", 3).reason == "reconcile limit reached (3 of 3)"
     assert classify(b'{"event_type": "x"}', {"reconcile_count": "two"}, "", 3).reason == "invalid reconcile_count 'two'"
@@ -115,7 +117,7 @@ def test_mixed_backlog_republishes_valid_and_quarantines_the_rest(topology, cli,
 
     rows = {r[0]: r for r in quarantine_rows(conn)}
     assert {message_id: r[1] for message_id, r in rows.items()} == {
-        ids[4]: "not JSON", ids[5]: "not a JSON object (a JSON list)", ids[6]: "no event_type",
+        ids[4]: "not JSON", ids[5]: "not a JSON object (a JSON array)", ids[6]: "no event_type",
         ids[7]: "reconcile limit reached (3 of 3)"}
     assert bytes(rows[ids[4]][2]) == b"\x00\x01 not json"
     assert rows[ids[4]][3] == {"source": "legacy"}

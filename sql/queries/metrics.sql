@@ -1,6 +1,7 @@
 -- name: replace_day
--- One row per UTC day. Order totals that are missing or not a number are left out of revenue
--- and counted in invalid_order_totals.
+-- One row per UTC day. Order totals that are missing, not a number, or beyond what numeric holds
+-- are left out of revenue and counted in invalid_order_totals. A short total without an exponent
+-- always fits numeric, so only the others pay for numeric_or_null's error handling.
 INSERT INTO daily_metrics (date, orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals)
 SELECT %(day)s::date,
        count(*) FILTER (WHERE event_type = 'order.placed'),
@@ -11,12 +12,16 @@ SELECT %(day)s::date,
        count(*) FILTER (WHERE event_type = 'order.placed' AND total IS NULL)
 FROM (
     SELECT event_type,
-           CASE WHEN event_type = 'order.placed'
-                 AND payload ->> 'total' ~ '^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$'
-                THEN (payload ->> 'total')::numeric
+           CASE WHEN total_text ~ '^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$' THEN
+               CASE WHEN length(total_text) <= 30 AND total_text !~ '[eE]' THEN total_text::numeric
+                    ELSE numeric_or_null(total_text)
+               END
            END AS total
-    FROM events
-    WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+    FROM (
+        SELECT event_type, CASE WHEN event_type = 'order.placed' THEN payload ->> 'total' END AS total_text
+        FROM events
+        WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+    ) AS day_rows
 ) AS day_events
 ON CONFLICT (date) DO UPDATE SET
     orders_placed        = EXCLUDED.orders_placed,
