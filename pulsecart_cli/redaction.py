@@ -29,7 +29,8 @@ _OPTION_PREFIX = re.compile(r"--[\w-]+=")
 # libpq key=value: after '=' it skips blanks; a quoted value runs to its closing quote, an unquoted one
 # to the next blank, both with backslash escapes. An unterminated quote runs to the end; a missing '='
 # still leaves a password after the keyword.
-_KEYWORD = re.compile(r"(?P<key>\w*password(?:\s*=\s*|\s+))(?P<value>'(?:\\.|[^'\\])*(?:'|\\?\Z)|(?:\\.|[^\s\\])+\\?)",
+_KEYWORD = re.compile(r"(?P<key>\w*password(?:\s*=\s*|\s+))"
+                      r"(?P<value>'(?P<quoted>(?:\\.|[^'\\])*)(?:'|\\?\Z)|(?P<bare>(?:\\.|[^\s\\])+)\\?)",
                       re.IGNORECASE | re.DOTALL)
 _QUERY_PARAM = re.compile(r"(?P<key>[?&][^=&]*=)(?P<value>[^&]*)")
 # How libpq or a reader may cut a malformed password: each piece can turn up in a message on its own.
@@ -53,7 +54,7 @@ def _redact(text: str) -> tuple[str, set[str]]:
 
     def keyword(match: re.Match) -> str:
         value = match["value"]
-        found.update({value, re.sub(r"\\(.)", r"\1", value.strip("'"), flags=re.DOTALL)})
+        found.update({value, re.sub(r"\\(.)", r"\1", match["quoted"] or match["bare"] or "", flags=re.DOTALL)})
         quote = "'" if value.startswith("'") else ""
         return f"{match['key']}{quote}{MASK}{quote}"
 
