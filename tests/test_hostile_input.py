@@ -200,16 +200,19 @@ def test_every_command_refuses_a_schema_newer_than_it_knows(conn, db_url):
     assert f"{newer:04d}_from_the_future  applied" in listed and "by a newer pulsecart" in listed
 
 
-def test_known_versions_need_not_be_contiguous(empty_db_url):
-    versions = [m.version for m in migrations.available()]
+def test_a_missing_version_in_the_middle_is_pending_not_newer(empty_db_url):
+    """A database migrated by a branch without one of the versions gets it later, out of order."""
+    middle = next(m for m in migrations.available() if m.name == "metrics_hostile_totals")
     assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url}).returncode == 0
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (versions[-1],))
-        conn.execute("DROP FUNCTION IF EXISTS numeric_or_null(text)")
+        conn.execute("DELETE FROM schema_migrations WHERE version = %s", (middle.version,))
+        conn.execute("DROP FUNCTION numeric_or_null(text)")
         conn.execute("ALTER TABLE daily_metrics ALTER COLUMN abandonment_rate TYPE numeric(7, 2)")
+    refused = run_pulsecart("runs", env={"PULSECART_DATABASE_URL": empty_db_url})
+    assert_one_error_line(refused, 1, f"Error: the database schema is not migrated (pending: {middle.label})")
     result = run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"applied {migrations.available()[-1].label}"
+    assert result.stdout.strip() == f"applied {middle.label}"
 
 
 # --- checksums of applied migrations -----------------------------------------------------------------------
