@@ -420,9 +420,9 @@ def reconcile(
         "--max-reconciles", min=1, help="Quarantine a message republished this many times already.")] = 3,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Pull and classify, ack nothing, change nothing.")] = False,
     publish_timeout: Annotated[float, typer.Option(
-        "--publish-timeout", min=0.1, help="Seconds to wait for a publish before leaving its message unacked.")] = 30.0,
+        "--publish-timeout", min=0.1, max=3600, help="Seconds to wait for a publish before leaving its message unacked.")] = 30.0,
     pull_timeout: Annotated[float, typer.Option(
-        "--pull-timeout", min=0.1, help="Seconds a pull may wait for messages; an empty pull ends the run.")] = 5.0,
+        "--pull-timeout", min=0.1, max=3600, help="Seconds a pull may wait for messages; an empty pull ends the run.")] = 5.0,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
 ) -> int:
     """Drain dead-letter topics: republish processable messages to their original topic, quarantine the rest.

@@ -140,6 +140,8 @@ BAD_INPUT = {
                             "Error: --grace '99999999999999h' is out of range: expected at most 720h"),
     "--grace of 5,000 digits": (["check-complete", "--date", "2025-03-01", "--grace", "9" * 5000 + "s"], {},
                                 "Error: --grace '999"),
+    "--publish-timeout infinite": (["reconcile", "--topic", "all", "--publish-timeout", "inf"], {},
+                                   "Error: Invalid value for '--publish-timeout': "),
     "invalid date": (["aggregate", "--date", "2025-02-30"], {},
                      "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday' or 'today'"),
     "PULSECART_HOME is a file": (["runs"], {"PULSECART_HOME": "/etc/hostname", "PULSECART_DATABASE_URL": ""},
