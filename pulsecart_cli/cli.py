@@ -94,7 +94,6 @@ class PulsecartGroup(TyperGroup):
                              EXIT_FAILURE)
         return code
 
-
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

@@ -309,7 +309,9 @@ def test_an_error_line_escapes_control_characters_and_stays_one_line(cli, conn):
                  "CREATE TRIGGER fail BEFORE INSERT ON job_runs FOR EACH ROW EXECUTE FUNCTION fail()")
     result = cli("metrics", "--date", "2025-03-03")
     assert result.exit_code == 1
-    assert result.stderr == "Error: database error: bad\\x1b[2J\n"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: metrics stopped: database error: bad\\x1b[2J")
+    assert "\x1b" not in result.stderr
 
 
 def test_human_times_are_utc_with_the_offset(cli, conn):
