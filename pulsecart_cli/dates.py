@@ -68,3 +68,8 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     """The half-open UTC range of a day, as aware datetimes (bound as timestamptz)."""
     start = datetime.combine(day, time(0), tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+def when(moment: datetime | None) -> str:
+    """A time for people: UTC, with the offset shown."""
+    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S%z}"

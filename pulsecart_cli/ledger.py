@@ -12,6 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pulsecart_cli import __version__
+from pulsecart_cli.dates import when
 from pulsecart_cli.errors import Interrupted, LockBusy
 from pulsecart_cli.queries import query
 
@@ -160,7 +161,7 @@ def _busy(conn: psycopg.Connection, unit: dict, keys: dict) -> LockBusy:
     if run_id is None:
         return LockBusy(f"{what} is locked by another session ({session})", hint=hint)
     message = (f"{what} is being run by run {run_id} ({trigger} on {host} pid {pid}, "
-               f"started {started_at:%Y-%m-%d %H:%M:%S%z}; {session})")
+               f"started {when(started_at)}; {session})")
     if host == socket.gethostname() and pid is not None and not _process_exists(pid):
         return LockBusy(
             f"{message}; its client (pid {pid}) is gone but its server session still holds the lock "

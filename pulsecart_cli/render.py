@@ -5,7 +5,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from rich.console import Console, Group
@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pulsecart_cli.dates import when
 from pulsecart_cli.ledger import UnitResult
 
 STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow"}
@@ -61,11 +62,6 @@ def clean(text: str, keep: str = "") -> str:
 def cell(value) -> str:
     """A value from data as it goes into a Rich table or markup: controls escaped, markup escaped."""
     return escape(clean(str(value)))
-
-
-def when(moment: datetime | None) -> str:
-    """A time for people: UTC, with the offset shown."""
-    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S%z}"
 
 
 def _default(value):
