@@ -1,16 +1,17 @@
 """
 # pulsecart_daily_metrics
 
-Every day at 03:00 UTC: compute the prior day's business metrics (orders placed, carts abandoned,
-abandonment rate, revenue, invalid order totals) into `daily_metrics`:
-`pulsecart metrics --date <prior day>`.
+Every day at 03:00 UTC: wait until the prior day's events are complete (the consumer has moved
+30 minutes past midnight, the same sensor as the aggregation's), then compute that day's business
+metrics (orders placed, carts abandoned, abandonment rate, revenue, invalid order totals) into
+`daily_metrics`: `pulsecart metrics --date <prior day>`. A partial day is never recorded as succeeded.
 """
 
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG
-from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help
+from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help, wait_for_complete_day
 
 with DAG(
     dag_id="pulsecart_daily_metrics",
@@ -23,4 +24,5 @@ with DAG(
     doc_md=__doc__ + rerun_help("pulsecart metrics --date 2025-03-03\n"
                                 "pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed"),
 ) as dag:
-    cli_task("compute_daily_metrics", f"metrics --date {PRIOR_DAY}", execution_timeout=timedelta(minutes=30))
+    wait_for_complete_day() >> cli_task("compute_daily_metrics", f"metrics --date {PRIOR_DAY}",
+                                        execution_timeout=timedelta(minutes=30))

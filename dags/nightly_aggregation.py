@@ -12,9 +12,8 @@ backfill with any `--max-active-runs`, forwards or backwards, ends where a seria
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.sensors.bash import BashSensor
 from airflow.sdk import DAG
-from pulsecart_common import CLI, EXIT_INCOMPLETE, PRIOR_DAY, SENSOR_ENV, cli_task, default_args, rerun_help
+from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help, wait_for_complete_day
 
 with DAG(
     dag_id="pulsecart_nightly_aggregation",
@@ -27,17 +26,5 @@ with DAG(
     doc_md=__doc__ + rerun_help("pulsecart aggregate --date 2025-03-03\n"
                                 "pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing"),
 ) as dag:
-    wait_for_prior_day = BashSensor(
-        task_id="wait_for_prior_day_events",
-        bash_command=f"{CLI} check-complete --date {PRIOR_DAY} --grace 30m",
-        env=SENSOR_ENV,
-        retry_exit_code=EXIT_INCOMPLETE,
-        mode="reschedule",
-        poke_interval=300,
-        timeout=6 * 60 * 60,
-        execution_timeout=timedelta(minutes=10),  # one poke
-    )
-
-    aggregate = cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}", execution_timeout=timedelta(hours=2))
-
-    wait_for_prior_day >> aggregate
+    wait_for_complete_day() >> cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}",
+                                        execution_timeout=timedelta(hours=2))

@@ -8,6 +8,7 @@ import os
 from datetime import timedelta
 
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.sensors.bash import BashSensor
 
 # Airflow Variable `pulsecart_cli`: the path to the CLI on the workers (default: `pulsecart` on PATH).
 CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
@@ -44,6 +45,16 @@ def cli_task(task_id: str, arguments: str, execution_timeout: timedelta) -> Bash
     instead of a hung job blocking the next night."""
     return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV, append_env=True,
                         skip_on_exit_code=None, execution_timeout=execution_timeout)
+
+
+def wait_for_complete_day(task_id: str = "wait_for_prior_day_events") -> BashSensor:
+    """A sensor that holds the run until the prior day's events are complete (the consumer has moved
+    30 minutes past its midnight): `pulsecart check-complete --date <prior day> --grace 30m`, poked
+    every 5 minutes in reschedule mode for up to 6 hours. Exit 4 pokes again; any other failure
+    (a broken database, say) fails the task at once instead of looking like missing data."""
+    return BashSensor(task_id=task_id, bash_command=f"{CLI} check-complete --date {PRIOR_DAY} --grace 30m",
+                      env=SENSOR_ENV, retry_exit_code=EXIT_INCOMPLETE, mode="reschedule", poke_interval=300,
+                      timeout=6 * 60 * 60, execution_timeout=timedelta(minutes=10))  # one poke
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:

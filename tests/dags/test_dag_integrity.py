@@ -54,16 +54,22 @@ TIMEOUTS = {"wait_for_prior_day_events": timedelta(minutes=10), "aggregate_prior
 
 def test_every_task_has_an_execution_timeout(dagbag):
     """A hung job is killed (SIGTERM, which pulsecart handles) and retried instead of blocking the next run."""
-    timeouts = {task.task_id: task.execution_timeout for dag in dagbag.dags.values() for task in dag.tasks}
-    assert timeouts == TIMEOUTS
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            assert task.execution_timeout == TIMEOUTS[task.task_id], (dag.dag_id, task.task_id)
 
 
-def test_aggregation_waits_for_complete_data_first(dagbag):
-    dag = dagbag.dags["pulsecart_nightly_aggregation"]
+@pytest.mark.parametrize(("dag_id", "job_task"), [("pulsecart_nightly_aggregation", "aggregate_prior_day"),
+                                                 ("pulsecart_daily_metrics", "compute_daily_metrics")])
+def test_daily_jobs_wait_for_complete_data_first(dagbag, dag_id, job_task):
+    dag = dagbag.dags[dag_id]
+    assert set(dag.task_ids) == {"wait_for_prior_day_events", job_task}
     sensor = dag.get_task("wait_for_prior_day_events")
-    aggregate = dag.get_task("aggregate_prior_day")
-    assert aggregate.upstream_task_ids == {"wait_for_prior_day_events"}
+    assert dag.get_task(job_task).upstream_task_ids == {"wait_for_prior_day_events"}
     assert type(sensor).__name__ == "BashSensor"
+    from pulsecart_common import PRIOR_DAY
+
+    assert sensor.bash_command.endswith(f" check-complete --date {PRIOR_DAY} --grace 30m")
     assert sensor.retry_exit_code == 4
     assert sensor.mode == "reschedule"
     assert sensor.timeout == 6 * 60 * 60

@@ -35,6 +35,10 @@ def test_metrics_and_reconcile_render(airflow):
     metrics = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "compute_daily_metrics",
                                "2025-01-01T03:00:00+00:00"))
     assert metrics["bash_command"].endswith("metrics --date 2024-12-31")
+    sensor = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "wait_for_prior_day_events",
+                              "2025-01-01T03:00:00+00:00"))
+    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2024-12-31 --grace 30m")
+    assert eval(sensor["env"])["AIRFLOW_CTX_DAG_ID"] == "pulsecart_daily_metrics"
 
     plain = rendered(airflow("tasks", "render", "pulsecart_dead_letter_reconciliation", "reconcile_user_actions",
                              "2025-03-04T06:00:00+00:00"))
@@ -65,7 +69,8 @@ def test_dags_test_runs_the_nightly_aggregation_for_the_prior_day(airflow, conn)
 
 
 def test_dags_test_runs_daily_metrics_for_the_prior_day(airflow, conn):
-    insert_events(conn, [("a", "order.placed", utc(2025, 3, 3, 12), {"total": 12.5})])
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, 3, 12), {"total": 12.5}),
+                         ("b", "product.viewed", utc(2025, 3, 4, 0, 45))])   # complete: past midnight + 30 min
     result = airflow("dags", "test", "pulsecart_daily_metrics", "2025-03-04")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [(r[0], r[1], r[2], r[3]) for r in ledger(conn)] == [("metrics", date(2025, 3, 3), "succeeded", "airflow")]
