@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG
+from pulsecart_alerts import alerts_help
 from pulsecart_common import PROJECT_FLAG, cli_task, default_args, rerun_help
 
 TOPICS = ("commerce-events", "user-actions", "system-events")
@@ -23,7 +24,8 @@ with DAG(
     default_args=default_args(retries=1, retry_delay=timedelta(minutes=2)),
     tags=["pulsecart", "reliability"],
     doc_md=__doc__ + rerun_help("pulsecart reconcile --topic commerce-events --dry-run\n"
-                                "pulsecart reconcile --topic all"),
+                                "pulsecart reconcile --topic all")
+    + alerts_help(),
 ) as dag:
     for topic in TOPICS:
         cli_task(f"reconcile_{topic.replace('-', '_')}", f"reconcile --topic {topic}{PROJECT_FLAG}",

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG
+from pulsecart_alerts import alerts_help, finished_by
 from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help, wait_for_complete_day
 
 with DAG(
@@ -22,9 +23,11 @@ with DAG(
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
+    deadline=finished_by(hours_after_logical_date=4, by="06:00 UTC", job="aggregate"),
     tags=["pulsecart", "personalization"],
     doc_md=__doc__ + rerun_help("pulsecart aggregate --date 2025-03-03\n"
-                                "pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing"),
+                                "pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing")
+    + alerts_help(late_after="06:00 UTC"),
 ) as dag:
-    wait_for_complete_day() >> cli_task("aggregate_prior_day", f"aggregate --date {PRIOR_DAY}",
-                                        execution_timeout=timedelta(hours=2))
+    job = f"aggregate --date {PRIOR_DAY}"
+    wait_for_complete_day(then=job) >> cli_task("aggregate_prior_day", job, execution_timeout=timedelta(hours=2))

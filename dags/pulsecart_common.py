@@ -7,8 +7,7 @@ and the dates are Jinja templates rendered when a task runs.
 import os
 from datetime import timedelta
 
-from airflow.providers.standard.operators.bash import BashOperator
-from airflow.providers.standard.sensors.bash import BashSensor
+from pulsecart_alerts import FailureEmail, PulsecartCommand, PulsecartSensor
 
 # Airflow Variable `pulsecart_cli`: the path to the CLI on the workers (default: `pulsecart` on PATH).
 CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
@@ -17,6 +16,9 @@ CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
 # (the 2025-03-04 02:00 run has ds 2025-03-04 and processes 2025-03-03). A manual run with no
 # logical date processes yesterday (UTC).
 PRIOR_DAY = "{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}{% else %}yesterday{% endif %}"
+# The same day as a date (for alerts: a manual run's "yesterday" is the day before it was started).
+DAY = ("{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}"
+       "{% else %}{{ macros.ds_add(dag_run.run_after.strftime('%Y-%m-%d'), -1) }}{% endif %}")
 
 # Airflow Variable `pulsecart_gcp_project`, when set, else the worker's PULSECART_GCP_PROJECT / GOOGLE_CLOUD_PROJECT.
 PROJECT_FLAG = ("{% if var.value.get('pulsecart_gcp_project', '') %} --project "
@@ -36,25 +38,35 @@ SENSOR_ENV = DATABASE_ENV | {
 EXIT_INCOMPLETE = 4
 
 
-def cli_task(task_id: str, arguments: str, execution_timeout: timedelta) -> BashOperator:
+def cli_task(task_id: str, arguments: str, execution_timeout: timedelta) -> PulsecartCommand:
     """A task that runs `pulsecart <arguments>` with the database URL added to the worker's environment.
     Every exit code but 0 fails the task (Airflow's default would turn 99 into "skipped").
 
     Past ``execution_timeout`` Airflow sends SIGTERM: pulsecart cancels its statement, rolls back,
     records the run as failed ("terminated by SIGTERM") and frees the day, so the retry starts cleanly
     instead of a hung job blocking the next night."""
-    return BashOperator(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV, append_env=True,
-                        skip_on_exit_code=None, execution_timeout=execution_timeout)
+    return PulsecartCommand(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV,
+                            append_env=True, skip_on_exit_code=None, execution_timeout=execution_timeout,
+                            on_failure_callback=failure_email(arguments))
 
 
-def wait_for_complete_day(task_id: str = "wait_for_prior_day_events") -> BashSensor:
+def wait_for_complete_day(then: str) -> PulsecartSensor:
     """A sensor that holds the run until the prior day's events are complete (the consumer has moved
     30 minutes past its midnight): `pulsecart check-complete --date <prior day> --grace 30m`, poked
     every 5 minutes in reschedule mode for up to 6 hours. Exit 4 pokes again; any other failure
-    (a broken database, say) fails the task at once instead of looking like missing data."""
-    return BashSensor(task_id=task_id, bash_command=f"{CLI} check-complete --date {PRIOR_DAY} --grace 30m",
-                      env=SENSOR_ENV, retry_exit_code=EXIT_INCOMPLETE, mode="reschedule", poke_interval=300,
-                      timeout=6 * 60 * 60, execution_timeout=timedelta(minutes=10))  # one poke
+    (a broken database, say) fails the task at once instead of looking like missing data.
+    ``then``: the arguments of the job it guards, for the failure email's rerun command."""
+    check = f"check-complete --date {PRIOR_DAY} --grace 30m"
+    return PulsecartSensor(task_id="wait_for_prior_day_events", bash_command=f"{CLI} {check}", env=SENSOR_ENV,
+                           retry_exit_code=EXIT_INCOMPLETE, mode="reschedule", poke_interval=300,
+                           timeout=6 * 60 * 60, execution_timeout=timedelta(minutes=10),  # one poke
+                           on_failure_callback=failure_email(f"{check} && pulsecart {then}"))
+
+
+def failure_email(arguments: str) -> FailureEmail:
+    """The failure alert of a task running `pulsecart <arguments>`: its rerun command names the day."""
+    return FailureEmail(rerun=f"pulsecart {arguments}".replace(PRIOR_DAY, DAY),
+                        day=DAY if PRIOR_DAY in arguments else "")
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:

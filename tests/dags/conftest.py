@@ -1,6 +1,9 @@
 """A real Airflow 3 home (SQLite metadata DB) with the project's DAGs, shared by the DAG tests."""
 
+import email
+import email.policy
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +57,43 @@ def airflow(airflow_home, db_url):
                               check=False, timeout=300)
 
     return run
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) on a free local port that keeps every message it receives."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[email.message.EmailMessage] = []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=port)
+        self.connection_uri = (f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true"
+                               "&from_email=airflow%40pulsecart.test&timeout=10&retry_limit=0")
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink():
+    sink = SmtpSink()
+    sink.controller.start()
+    try:
+        yield sink
+    finally:
+        sink.controller.stop()
+
+
+def body(message) -> str:
+    """A message's text (the alerts send one HTML <pre> block), unescaped."""
+    import html
+    import re
+
+    part = message.get_body(preferencelist=("html", "plain"))
+    return html.unescape(re.sub(r"</?pre>", "", part.get_content()))

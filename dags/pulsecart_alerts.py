@@ -1,0 +1,213 @@
+"""Failure and lateness alerts of the PulseCart DAGs, by email through the Airflow connection `smtp_default`.
+
+Recipients: the Airflow Variable `pulsecart_alert_emails` (comma-separated), read when an alert is
+sent, never at parse time. Unset or empty: no email at all (the failure still shows in Airflow).
+
+- A task that has failed for good (after its last retry, or at once when it cannot be retried)
+  sends one message: DAG, task, the day processed, the try, the `Error:` line pulsecart printed and
+  the command that reruns it by hand. Airflow calls `on_failure_callback` only then; a try that
+  will be retried calls `on_retry_callback`, which pulsecart leaves unset.
+- A scheduled run not finished by its deadline sends one message (Airflow Deadline Alerts,
+  experimental since Airflow 3.1: without that API the DAGs load, and only lateness alerts are off).
+  Backfills and manual runs process old days on purpose and never send one.
+"""
+
+import copy
+import html
+import logging
+import re
+import sys
+from datetime import datetime, timedelta
+from functools import cached_property
+
+from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.sensors.bash import BashSensor
+
+log = logging.getLogger(__name__)
+
+RECIPIENTS = "{{ var.value.get('pulsecart_alert_emails', '') }}"
+SMTP_CONN_ID = "smtp_default"
+ERROR_LINE = re.compile(r"Error: .*")
+
+
+def recipients(value: str | None) -> list[str]:
+    return [address.strip() for address in (value or "").split(",") if address.strip()]
+
+
+def send(to: list[str], subject: str, fields: list[tuple[str, str]]) -> None:
+    """One plain message (as HTML <pre>, what the SMTP hook sends) through `smtp_default`."""
+    width = max(len(name) for name, _ in fields) + 2
+    text = "\n".join(f"{name + ':':<{width}}{value}" for name, value in fields if value)
+    notifier = SmtpNotifier(to=to, subject=subject, smtp_conn_id=SMTP_CONN_ID,
+                            html_content=f"<pre>{html.escape(text)}</pre>")
+    notifier.notify({})
+
+
+class FailureEmail(SmtpNotifier):
+    """`on_failure_callback`: one email when a task has failed for good.
+
+    ``day`` and ``rerun`` are Jinja templates, rendered like the task's own fields when it fails."""
+
+    template_fields = (*SmtpNotifier.template_fields, "day", "rerun")
+
+    def __init__(self, rerun: str, day: str = ""):
+        super().__init__(to=RECIPIENTS, smtp_conn_id=SMTP_CONN_ID)
+        self.rerun, self.day = rerun, day
+
+    def __call__(self, *args) -> None:
+        # Rendering changes the fields in place: render a copy, so the task's notifier stays a template.
+        return SmtpNotifier.__call__(copy.copy(self), *args)
+
+    def notify(self, context) -> None:
+        to = recipients(self.to)
+        ti = context["ti"]
+        if not to:
+            log.info("pulsecart_alert_emails is not set: no failure email for %s.%s", ti.dag_id, ti.task_id)
+            return
+        exception = context.get("exception")
+        error = ERROR_LINE.search(str(exception or ""))
+        tries = ti.max_tries + 1
+        try_text = f"{ti.try_number} of {tries}" + (" (failed without retry)" if ti.try_number < tries else "")
+        on_day = f" for {self.day}" if self.day else ""
+        send(to, f"[pulsecart] FAILED {ti.dag_id}.{ti.task_id}{on_day} (try {try_text})", [
+            ("DAG", ti.dag_id),
+            ("Task", ti.task_id),
+            ("Day", self.day),
+            ("Run", ti.run_id),
+            ("Try", try_text),
+            ("pulsecart", error[0] if error else "no Error: line (see the task log)"),
+            ("Airflow", "" if error or exception is None else f"{type(exception).__name__}: {exception}"),
+            ("Rerun by hand", self.rerun),
+            ("Then check", "pulsecart status"),
+            ("Log", getattr(ti, "log_url", "")),
+        ])
+
+
+def lateness_email(context: dict, job: str, by: str) -> None:
+    """Deadline Alert callback (runs on the executor): one email for a scheduled run not finished in time."""
+    from airflow.sdk import Variable
+
+    run = context.get("dag_run") or {}
+    if run.get("run_type") != "scheduled":
+        log.info("Deadline missed by %s run %s: not a scheduled run, no email", run.get("run_type"),
+                 run.get("dag_run_id"))
+        return
+    to = recipients(Variable.get("pulsecart_alert_emails", default=None))
+    if not to:
+        log.info("pulsecart_alert_emails is not set: no lateness email for %s", run.get("dag_run_id"))
+        return
+    day = (datetime.fromisoformat(run["logical_date"]).date() - timedelta(days=1)).isoformat()
+    send(to, f"[pulsecart] LATE {run['dag_id']} for {day}: not finished by {by}", [
+        ("DAG", run["dag_id"]),
+        ("Day", day),
+        ("Run", run.get("dag_run_id", "")),
+        ("State", f"{run.get('state')}, not finished by {by} (deadline {context.get('deadline', {}).get('deadline_time')})"),
+        ("Check", f"pulsecart check-complete --date {day} --grace 30m; pulsecart status"),
+        ("Rerun by hand", f"pulsecart {job} --date {day}"),
+    ])
+
+
+def alerts_help(late_after: str = "") -> str:
+    lateness = (f"A scheduled run not finished by {late_after} sends one lateness email (Airflow Deadline "
+                "Alerts, experimental); backfills and manual runs never do.\n") if late_after else ""
+    return f"""
+### Alerts
+
+A task that fails for good (after its last retry) sends one email to the Airflow Variable
+`pulsecart_alert_emails` (comma-separated; **unset or empty: no email**) through the connection
+`smtp_default`: DAG, task, day, try, the `Error:` line pulsecart printed and the command to rerun.
+{lateness}"""
+
+
+def finished_by(hours_after_logical_date: int, by: str, job: str):
+    """A Deadline Alert: the run must finish ``hours_after_logical_date`` after its logical date (the
+    cron fire time). None when this Airflow lacks the experimental Deadline Alerts API as used here.
+
+    Also None under `airflow dags test`: in Airflow 3.3 its in-process run keeps the deadline
+    definitions where the end of a successful run looks up their ids, and the command crashes
+    (`'dict' object has no attribute 'hex'`). A test run has no schedule to be late for anyway."""
+    if sys.argv[1:3] == ["dags", "test"]:
+        return None
+    try:
+        from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+
+        return DeadlineAlert(reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+                             interval=timedelta(hours=hours_after_logical_date),
+                             callback=SyncCallback(lateness_email, kwargs={"job": job, "by": by}))
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        log.warning("Deadline Alerts unavailable (%s): no lateness alerts", exc)
+        return None
+
+
+class _ErrorLineKept:
+    """Passes log calls on to ``log`` and keeps the last command output line starting `Error:`."""
+
+    def __init__(self, log):
+        self.wrapped, self.line = log, ""
+
+    def info(self, event, *args, **kwargs):
+        text = args[0] if event == "%s" and args else event
+        if isinstance(text, str) and text.startswith("Error: "):
+            self.line = text
+        return self.wrapped.info(event, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+
+class _KeepsErrorLine:
+    """Mixin for what logs a command's output line by line (stdout and stderr are one stream there):
+    ``self.log`` also keeps the last line starting `Error:` that pulsecart printed."""
+
+    @property
+    def log(self):
+        log = super().log
+        kept = self.__dict__.get("_error_line_log")
+        if kept is None or kept.wrapped is not log:
+            kept = self.__dict__["_error_line_log"] = _ErrorLineKept(log)
+        return kept
+
+    def error_line(self, forget: bool = False) -> str:
+        line = self.log.line
+        if forget:
+            self.log.line = ""
+        return line
+
+
+def _with_error_line(failed: AirflowException, line: str) -> AirflowException:
+    return type(failed)(f"{failed} {line}") if line else failed
+
+
+class _OutputHook(_KeepsErrorLine, SubprocessHook):
+    pass
+
+
+class PulsecartCommand(BashOperator):
+    """A BashOperator whose failure names the `Error:` line pulsecart printed, for the failure email."""
+
+    @cached_property
+    def subprocess_hook(self) -> _OutputHook:
+        return _OutputHook()
+
+    def execute(self, context):
+        self.subprocess_hook.error_line(forget=True)
+        try:
+            return super().execute(context)
+        except AirflowException as failed:
+            if type(failed) is not AirflowException:   # skips and the like pass as they are
+                raise
+            raise _with_error_line(failed, self.subprocess_hook.error_line()) from None
+
+
+class PulsecartSensor(_KeepsErrorLine, BashSensor):
+    """A BashSensor whose failure names the `Error:` line pulsecart printed, for the failure email."""
+
+    def poke(self, context):
+        self.error_line(forget=True)
+        try:
+            return super().poke(context)
+        except AirflowException as failed:
+            raise _with_error_line(failed, self.error_line()) from None

@@ -1,0 +1,118 @@
+"""Failure alerts through real Airflow (`airflow dags test`) into a real SMTP server: one email when a
+task has failed for good, none for a try that is retried and then succeeds, none without recipients.
+
+Retries wait 0 s here instead of minutes: a test-only cluster policy (tests/dags/retry_policy), the
+DAGs themselves are unchanged."""
+
+import sqlite3
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from pulsecart_cli import ledger
+from tests.dags.conftest import body
+from tests.helpers import insert_events, utc
+
+UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
+RETRY_POLICY = str(Path(__file__).parent / "retry_policy")
+
+
+def alerting(smtp_sink, recipients="ops@pulsecart.test, oncall@pulsecart.test", **extra) -> dict:
+    env = {"AIRFLOW_CONN_SMTP_DEFAULT": smtp_sink.connection_uri, "PYTHONPATH": RETRY_POLICY} | extra
+    if recipients is not None:
+        env["AIRFLOW_VAR_PULSECART_ALERT_EMAILS"] = recipients
+    return env
+
+
+def fields(message) -> dict:
+    return {name.strip(): value.strip() for name, _, value in
+            (line.partition(":") for line in body(message).splitlines()) if value}
+
+
+def test_a_job_failing_on_its_last_try_sends_one_email(airflow, smtp_sink):
+    result = airflow("dags", "test", "pulsecart_daily_metrics", "2025-04-02",
+                     "--mark-success-pattern", "wait_for_prior_day_events",
+                     extra_env=alerting(smtp_sink, AIRFLOW_CONN_PULSECART_DB=UNREACHABLE))
+    output = result.stdout + result.stderr
+    assert output.count("new_state=up_for_retry") == 2, output[-3000:]    # tries 1 and 2 are retried
+    assert "new_state=failed" in output
+
+    assert len(smtp_sink.messages) == 1, [m["Subject"] for m in smtp_sink.messages]
+    message = smtp_sink.messages[0]
+    assert message["X-Envelope-To"] == "ops@pulsecart.test, oncall@pulsecart.test"
+    assert message["From"] == "airflow@pulsecart.test"
+    assert message["Subject"] == ("[pulsecart] FAILED pulsecart_daily_metrics.compute_daily_metrics"
+                                  " for 2025-04-01 (try 3 of 3)")
+    sent = fields(message)
+    assert sent["DAG"] == "pulsecart_daily_metrics"
+    assert sent["Task"] == "compute_daily_metrics"
+    assert sent["Day"] == "2025-04-01"
+    assert sent["Try"] == "3 of 3"
+    assert sent["pulsecart"].startswith(
+        "Error: cannot connect to the database at postgres://nobody:***@127.0.0.1:1/none: connection failed:")
+    assert sent["Rerun by hand"] == "pulsecart metrics --date 2025-04-01"
+    assert "topsecret" not in message.as_string()
+
+
+def test_a_sensor_that_cannot_reach_the_database_fails_at_once_with_one_email(airflow, smtp_sink):
+    result = airflow("dags", "test", "pulsecart_nightly_aggregation", "2025-04-02",
+                     extra_env=alerting(smtp_sink, AIRFLOW_CONN_PULSECART_DB=UNREACHABLE))
+    assert "new_state=up_for_retry" not in result.stdout + result.stderr
+
+    assert len(smtp_sink.messages) == 1, [m["Subject"] for m in smtp_sink.messages]
+    sent = fields(smtp_sink.messages[0])
+    assert (sent["Task"], sent["Day"], sent["Try"]) == (
+        "wait_for_prior_day_events", "2025-04-01", "1 of 3 (failed without retry)")
+    assert sent["pulsecart"].startswith("Error: cannot connect to the database at postgres://nobody:***@")
+    assert sent["Rerun by hand"] == ("pulsecart check-complete --date 2025-04-01 --grace 30m"
+                                     " && pulsecart aggregate --date 2025-04-01")
+
+
+def test_no_recipients_variable_no_email(airflow, smtp_sink):
+    result = airflow("dags", "test", "pulsecart_nightly_aggregation", "2025-04-02",
+                     extra_env=alerting(smtp_sink, recipients=None, AIRFLOW_CONN_PULSECART_DB=UNREACHABLE))
+    assert "pulsecart_alert_emails is not set: no failure email" in result.stdout + result.stderr
+    assert smtp_sink.messages == []
+
+
+def test_a_job_that_succeeds_on_retry_sends_no_email(airflow, airflow_home, conn, db_url, smtp_sink):
+    """Try 1 finds the day locked by another session (exit 3); the lock goes; try 2 succeeds."""
+    insert_events(conn, [("a", "order.placed", utc(2025, 4, 1, 12), {"total": 3.0}),
+                         ("b", "product.viewed", utc(2025, 4, 2, 0, 45))])
+    metadata = Path(airflow_home["AIRFLOW_HOME"]) / "airflow.db"
+    holder = psycopg.connect(db_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)",
+                   ledger.lock_keys("metrics", date(2025, 4, 1), None))
+    retried = threading.Event()
+
+    def release_after_the_first_try():
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not retried.is_set():
+            with sqlite3.connect(f"file:{metadata}?mode=ro", uri=True, timeout=10) as db:
+                state = db.execute(
+                    "SELECT ti.state FROM task_instance ti JOIN dag_run r ON (r.dag_id, r.run_id) = (ti.dag_id, ti.run_id)"
+                    " WHERE ti.dag_id = 'pulsecart_daily_metrics' AND ti.task_id = 'compute_daily_metrics'"
+                    " AND r.logical_date LIKE '2025-04-02%'").fetchone()
+            if state and state[0] == "up_for_retry":
+                retried.set()
+            time.sleep(0.2)
+        holder.close()
+
+    releaser = threading.Thread(target=release_after_the_first_try)
+    releaser.start()
+    try:
+        result = airflow("dags", "test", "pulsecart_daily_metrics", "2025-04-02",
+                         extra_env=alerting(smtp_sink, PULSECART_TEST_RETRY_DELAY="3"))
+    finally:
+        retried.set()
+        releaser.join()
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "is locked by another session" in output
+    assert output.count("new_state=up_for_retry") == 1, output[-3000:]
+    assert conn.execute("SELECT job, run_date, status FROM job_runs").fetchall() == [
+        ("metrics", date(2025, 4, 1), "succeeded")]
+    assert smtp_sink.messages == []
