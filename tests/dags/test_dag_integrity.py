@@ -66,7 +66,9 @@ def test_daily_jobs_wait_for_complete_data_first(dagbag, dag_id, job_task):
     assert set(dag.task_ids) == {"wait_for_prior_day_events", job_task}
     sensor = dag.get_task("wait_for_prior_day_events")
     assert dag.get_task(job_task).upstream_task_ids == {"wait_for_prior_day_events"}
-    assert type(sensor).__name__ == "BashSensor"
+    from airflow.providers.standard.sensors.bash import BashSensor
+
+    assert isinstance(sensor, BashSensor)
     from pulsecart_common import PRIOR_DAY
 
     assert sensor.bash_command.endswith(f" check-complete --date {PRIOR_DAY} --grace 30m")
@@ -84,9 +86,11 @@ def test_reconcile_tasks_run_in_parallel_one_per_topic(dagbag):
 
 
 def test_operators_append_env_and_never_skip_on_99(dagbag):
+    from airflow.providers.standard.operators.bash import BashOperator
+
     for dag in dagbag.dags.values():
         for task in dag.tasks:
-            if type(task).__name__ == "BashOperator":
+            if isinstance(task, BashOperator):
                 assert task.append_env is True
                 assert set(task.env) == {"PULSECART_DATABASE_URL"}
                 assert "{{ conn.pulsecart_db.get_uri() }}" in task.env["PULSECART_DATABASE_URL"]
@@ -113,3 +117,34 @@ def test_dag_files_parse_offline_and_without_secrets(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == (
         "['pulsecart_daily_metrics', 'pulsecart_dead_letter_reconciliation', 'pulsecart_nightly_aggregation'] {}")
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_every_task_alerts_once_on_final_failure_to_recipients_read_at_run_time(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    for task in dag.tasks:
+        assert [type(c).__name__ for c in task.on_failure_callback] == ["FailureEmail"], task.task_id
+        assert not task.on_retry_callback
+        assert not task.email   # no Airflow 2 email_on_failure path
+        notifier = task.on_failure_callback[0]
+        assert notifier.to == "{{ var.value.get('pulsecart_alert_emails', '') }}"
+        assert notifier.smtp_conn_id == "smtp_default"
+        assert notifier.rerun.startswith("pulsecart ")
+    assert "`pulsecart_alert_emails`" in dag.doc_md and "unset or empty: no email" in dag.doc_md
+
+
+@pytest.mark.parametrize(("dag_id", "by"), [("pulsecart_nightly_aggregation", "06:00 UTC"),
+                                            ("pulsecart_daily_metrics", "07:00 UTC"),
+                                            ("pulsecart_dead_letter_reconciliation", None)])
+def test_daily_runs_have_a_deadline_four_hours_after_they_fire(dagbag, dag_id, by):
+    dag = dagbag.dags[dag_id]
+    if by is None:
+        assert not dag.deadline
+        return
+    [alert] = dag.deadline
+    assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
+    assert alert.interval == timedelta(hours=4)      # fires 02:00 / 03:00, late at 06:00 / 07:00
+    assert type(alert.callback).__name__ == "SyncCallback"
+    assert alert.callback.path == "pulsecart_alerts.lateness_email"
+    assert alert.callback.kwargs["by"] == by
+    assert f"not finished by {by}" in dag.doc_md and "experimental" in dag.doc_md

@@ -3,6 +3,10 @@ processes, metadata on PostgreSQL, and `airflow backfill create --max-active-run
 both daily DAGs. The result must be exactly what one serial `pulsecart` window gives.
 
 The steps are the README's "Deploy on Airflow", as a person would type them.
+
+Alerts go to a real SMTP server: no task fails, so no failure email; every backfill run is past its
+deadline from the start and sends no lateness email; the first unpause's scheduled run of each DAG
+sends exactly one when its deadline (06:00 / 07:00 UTC) has passed, which depends on the time of day.
 """
 
 import os
@@ -14,7 +18,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -22,7 +26,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.dags.conftest import AIRFLOW, DAGS, airflow_uri
+from tests.dags.conftest import AIRFLOW, DAGS, airflow_uri, body
 
 pytestmark = pytest.mark.airflow
 
@@ -139,7 +143,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(tmp_path, new_database, db_url):
+def deployment(tmp_path, new_database, db_url, smtp_sink):
     """Airflow 3 for real: metadata on its own PostgreSQL database, dag-processor, scheduler and
     api-server as process groups of their own, all stopped afterwards, whatever happened."""
     metadata = new_database(migrated=False)
@@ -163,6 +167,8 @@ def deployment(tmp_path, new_database, db_url):
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW_CONN_PULSECART_DB": airflow_uri(db_url),
         "AIRFLOW_VAR_PULSECART_CLI": PULSECART,
+        "AIRFLOW_CONN_SMTP_DEFAULT": smtp_sink.connection_uri,
+        "AIRFLOW_VAR_PULSECART_ALERT_EMAILS": "ops@pulsecart.test",
         "PYTHONDONTWRITEBYTECODE": "1",   # nothing written into dags/
     })
     deployed = Deployment(tmp_path, env, metadata)
@@ -218,7 +224,39 @@ def backfill_runs(deployed: Deployment) -> list:
         " ORDER BY dag_id, logical_date", (list(DAILY_DAGS),))
 
 
-def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployment, db_url, new_database):
+def deadlines(deployed: Deployment) -> list:
+    return deployed.query(
+        "SELECT r.dag_id, r.run_type, r.logical_date, d.deadline_time, d.missed, c.state FROM deadline d"
+        " JOIN dag_run r ON r.id = d.dagrun_id JOIN callback c ON c.id = d.callback_id ORDER BY r.dag_id, r.logical_date")
+
+
+def check_alerts(deployed: Deployment, smtp_sink) -> None:
+    """Wait until every deadline that has passed is handled, then compare the emails with the runs."""
+    def handled():
+        rows = deadlines(deployed)
+        now = datetime.now(UTC)
+        due = [row for row in rows if row[3] < now - timedelta(seconds=5)]
+        return rows if due and all(missed and state in ("success", "failed") for *_, missed, state in due) else None
+
+    rows = deployed.wait("the missed deadlines' callbacks", handled, 120)
+    missed = [(dag_id, run_type, logical_date) for dag_id, run_type, logical_date, _, was_missed, _ in rows
+              if was_missed]
+    assert {run_type for _, run_type, _ in missed} >= {"backfill"}, rows
+    assert {state for *_, was_missed, state in rows if was_missed} == {"success"}, (rows, deployed.logs("scheduler"))
+    by = {"pulsecart_nightly_aggregation": "06:00 UTC", "pulsecart_daily_metrics": "07:00 UTC"}
+    expected = sorted(f"[pulsecart] LATE {dag_id} for {(logical_date - timedelta(days=1)).date()}:"
+                      f" not finished by {by[dag_id]}" for dag_id, run_type, logical_date in missed
+                      if run_type == "scheduled")
+    assert sorted(m["Subject"] for m in smtp_sink.messages) == expected
+    jobs = {"pulsecart_nightly_aggregation": "aggregate", "pulsecart_daily_metrics": "metrics"}
+    for message in smtp_sink.messages:
+        assert message["X-Envelope-To"] == "ops@pulsecart.test"
+        dag_id, day = message["Subject"].split()[2], message["Subject"].split()[4].rstrip(":")
+        assert f"Rerun by hand: pulsecart {jobs[dag_id]} --date {day}\n" in body(message) + "\n", body(message)
+    print(f"alerts: {len(missed)} missed deadlines, {len(expected)} lateness emails")
+
+
+def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployment, db_url, new_database, smtp_sink):
     started = time.monotonic()
     serial_db = new_database()
     pulsecart(db_url, "seed", *SEED)
@@ -294,6 +332,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
                 ("event_aggregates", "personalization_score_history", "personalization_scores")]
     problems.append(differences(db_url, serial_db, "daily_metrics", f"WHERE date BETWEEN '{FIRST}' AND '{LAST}'"))
     problems = [p for p in problems if p]
+    check_alerts(deployment, smtp_sink)
     print(f"backfill test: {time.monotonic() - started:.0f} s after the services started;"
           f" at most {overlapping} aggregate runs at once;"
           f" runs of the first unpause so far: {outside}")
