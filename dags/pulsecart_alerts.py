@@ -104,7 +104,7 @@ def lateness_email(context: dict, job: str, by: str) -> None:
         ("DAG", run["dag_id"]),
         ("Day", day),
         ("Run", run.get("dag_run_id", "")),
-        ("State", f"{run.get('state')}, not finished by {by} (deadline {context.get('deadline', {}).get('deadline_time')})"),
+        ("State", f"{run.get('state')} at its deadline {(context.get('deadline') or {}).get('deadline_time')}"),
         ("Check", f"pulsecart check-complete --date {day} --grace 30m; pulsecart status"),
         ("Rerun by hand", f"pulsecart {job} --date {day}"),
     ])
