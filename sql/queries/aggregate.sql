@@ -5,11 +5,15 @@
 
 -- name: begin_day
 -- The day's groupings and joins (a few hundred thousand rows) fit in memory instead of spilling:
--- measured 15-25 percent faster at 1M events a day. The second setting tells the triggers on
--- event_aggregates and the score history that these writes are aggregate's own (recorded below, not a
--- change from outside).
--- Both last until the transaction ends.
+-- measured 15-25 percent faster at 1M events a day.
+-- No nested loops: the statements below join a day's slice (up to a million rows) with its diff. When the
+-- table's statistics have not seen that day yet (a day just written, rescored before autovacuum's next
+-- ANALYZE), the planner estimates the slice at one row and loops over the whole diff for each row of it:
+-- measured over 5 minutes instead of 2 seconds at 100,000 events a day. Hash joins are linear either way.
+-- The last setting tells the triggers on event_aggregates and the score history that these writes are
+-- aggregate's own (recorded below, not a change from outside). All last until the transaction ends.
 SET LOCAL work_mem = '64MB';
+SET LOCAL enable_nestloop = off;
 SET LOCAL pulsecart.aggregating = 'on';
 
 -- name: replace_counts
