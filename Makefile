@@ -6,7 +6,7 @@ DEMO_HOME := $(CURDIR)/.pulsecart/demo
 DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test lint bench clean
+.PHONY: help install install-dev demo test test-unit lint bench clean
 
 help:  ## List the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed  ## Create .venv and install pulsecart
 
-install-dev: $(VENV)/.installed-dev  ## Create .venv and install pulsecart with the dev extras (Airflow, pytest, ruff)
+install-dev: $(VENV)/.installed-dev  ## Create .venv and install pulsecart with the dev extras (Airflow, pytest, ruff, mypy)
 
 demo: install  ## Seed a week into a fresh embedded database and run the jobs over it
 	-@$(DEMO) dev db stop >/dev/null 2>&1
@@ -43,8 +43,12 @@ test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Air
 bench: install  ## Benchmark against the seed's approach and the floor (BENCH_ARGS=--quick for 100k events/day)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-lint: install-dev  ## Lint with ruff
+test-unit: install-dev  ## Run the unit tests only: pure helpers, no PostgreSQL, emulator or Airflow (seconds)
+	$(BIN)/python -m pytest tests/unit
+
+lint: install-dev  ## Lint with ruff, type-check pulsecart_cli and dags with mypy
 	$(BIN)/ruff check pulsecart_cli dags tests bench
+	$(BIN)/mypy
 
 clean:  ## Remove the venv and local state
 	-@PULSECART_HOME=$(CURDIR)/.pulsecart $(BIN)/pulsecart dev db stop >/dev/null 2>&1

@@ -47,9 +47,10 @@ def start(log_path: Path, timeout_s: float = 60.0) -> Emulator:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    command = [find_emulator(), "--host=127.0.0.1", f"--port={port}"]
     with open(log_path, "w") as log:
-        process = subprocess.Popen([find_emulator(), "--host=127.0.0.1", f"--port={port}"], stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - our own argv, no shell
+                                   start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while "Server started" not in log_path.read_text():
         if process.poll() is not None or time.monotonic() > deadline:

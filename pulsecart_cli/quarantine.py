@@ -17,11 +17,11 @@ def list_entries(conn: psycopg.Connection, topic: str | None = None, reason: str
                  status: str | None = None, limit: int = 50) -> list[dict]:
     rows = conn.execute(query("quarantine.list"),
                         {"topic": topic, "reason": reason, "status": status, "limit": limit}).fetchall()
-    return [dict(zip(LIST_COLUMNS, row)) for row in rows]
+    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
 
 
 def get_entries(conn: psycopg.Connection, ids: list[int]) -> list[dict]:
-    rows = [dict(zip(ENTRY_COLUMNS, row)) for row in conn.execute(query("quarantine.get"), {"ids": ids})]
+    rows = [dict(zip(ENTRY_COLUMNS, row, strict=True)) for row in conn.execute(query("quarantine.get"), {"ids": ids})]
     missing = sorted(set(ids) - {row["id"] for row in rows})
     if missing:
         raise UsageError(f"no quarantined message with id {', '.join(map(str, missing))}",

@@ -22,7 +22,7 @@ MASK = "***"
 # A shorter password cannot be told from ordinary text; ``redact`` still masks it in a URL.
 MIN_FILTERED = 4
 URL_ENV = "PULSECART_DATABASE_URL"
-PASSWORD_ENV = "PGPASSWORD"
+PASSWORD_ENV = "PGPASSWORD"  # noqa: S105 - the variable's name, not a password
 
 _URI = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
 _OPTION_PREFIX = re.compile(r"--[\w-]+=")

@@ -83,7 +83,7 @@ def _uuid7_text(unix_ms: int, random_bits: int) -> str:
 
 def day_rows(spec: SeedSpec, day: date):
     """Yield (copy_line, invalid_total) for one day's events, in timestamp order."""
-    rng = random.Random(f"{spec.seed}:{day.isoformat()}")
+    rng = random.Random(f"{spec.seed}:{day.isoformat()}")  # noqa: S311 - reproducible test data, not secrets
     random_ = rng.random
     offsets = sorted([int(random_() * MICROSECONDS_PER_DAY) for _ in range(spec.events_per_day)])
     prefix = day.isoformat()

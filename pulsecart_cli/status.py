@@ -156,4 +156,4 @@ def recent_runs(conn: psycopg.Connection, job: str | None = None, status: str | 
                 day: date | None = None, limit: int = 20) -> list[dict]:
     rows = conn.execute(query("status.recent_runs"),
                         {"job": job, "status": status, "day": day, "limit": limit}).fetchall()
-    return [dict(zip(RUN_COLUMNS, row)) for row in rows]
+    return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows]

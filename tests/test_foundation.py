@@ -205,9 +205,9 @@ def test_every_command_has_help_with_an_example():
     def walk(group, path):
         for name, command in group.commands.items():
             if hasattr(command, "commands"):
-                yield from walk(command, path + [name])
+                yield from walk(command, [*path, name])
             else:
-                yield path + [name], command
+                yield [*path, name], command
 
     commands = list(walk(typer.main.get_command(app), []))
     assert len(commands) >= 7

@@ -133,7 +133,7 @@ def test_mixed_backlog_republishes_valid_and_quarantines_the_rest(topology, cli,
 def test_publish_failure_acks_nothing_unpublished_and_a_second_run_completes(topology, cli, conn):
     clients, _ = topology
     valid = [(event(i), {}, "") for i in range(20)]
-    publish_dead_letters(clients, valid + [(b"garbage", {}, "")])
+    publish_dead_letters(clients, [*valid, (b"garbage", {}, "")])
     clients.publisher.delete_topic(request={"topic": clients.topic_path(PAIR.original)})
 
     failed = cli("reconcile", "--topic", "commerce-events", "--json", *FAST)
@@ -297,7 +297,7 @@ def test_emulator_frozen_mid_run_loses_nothing(topology, conn, db_url, pubsub_em
     clients.subscriber.create_subscription(request={  # a short lease, so unacked messages return quickly
         "name": subscription, "topic": clients.topic_path(PAIR.dead_letter), "ack_deadline_seconds": 10})
     valid = [(event(i), {}, "") for i in range(30)]
-    publish_dead_letters(clients, valid + [(b"broken", {}, "")])
+    publish_dead_letters(clients, [*valid, (b"broken", {}, "")])
     conn.execute(SLOW_QUARANTINE)
 
     env = {**os.environ, "PULSECART_DATABASE_URL": db_url}

@@ -125,7 +125,7 @@ def test_any_runs_in_any_order_end_where_a_serial_window_ends(seed, new_database
     assert differences(results(url), serial_window(new_database, events, done)) == {}, f"seed {seed}"
 
     late_days = set(rng.sample(sorted(done), k=min(3, len(done))))
-    late = random_events(rng, sorted(late_days), per_day=10, users=USERS + ["late-1", "late-2"])
+    late = random_events(rng, sorted(late_days), per_day=10, users=[*USERS, "late-1", "late-2"])
     load_events(url, late)
     events += late
     with psycopg.connect(url, autocommit=True) as conn:
@@ -238,7 +238,7 @@ def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_da
     url, events = week
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-06", seconds=0, fail="true"))
-    late = late_orders() + [("new-on-6", "product.viewed", datetime(2025, 3, 6, 9, tzinfo=UTC))]
+    late = [*late_orders(), ("new-on-6", "product.viewed", datetime(2025, 3, 6, 9, tzinfo=UTC))]
     load_events(url, late)
     events += late
 

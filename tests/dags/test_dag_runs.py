@@ -1,5 +1,6 @@
 """Rendered commands for concrete scheduled and backfill runs, and real runs through `airflow dags test`."""
 
+import ast
 import json
 import re
 from datetime import date
@@ -13,20 +14,20 @@ def rendered(result) -> dict:
     """The properties printed by `airflow tasks render`."""
     assert result.returncode == 0, result.stderr[-3000:]
     blocks = re.split(r"# -+\n# property: (\w+)\n# -+\n", result.stdout)
-    return {name: value.strip() for name, value in zip(blocks[1::2], blocks[2::2])}
+    return {name: value.strip() for name, value in zip(blocks[1::2], blocks[2::2], strict=True)}
 
 
 def test_the_0200_run_on_march_4_aggregates_march_3(airflow, db_url):
     props = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "aggregate_prior_day",
                              "2025-03-04T02:00:00+00:00"))
     assert props["bash_command"].endswith("-m pulsecart_cli aggregate --date 2025-03-03")
-    env = eval(props["env"])
+    env = ast.literal_eval(props["env"])
     assert env["PULSECART_DATABASE_URL"].startswith("postgres")
 
     sensor = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "wait_for_prior_day_events",
                               "2025-03-04T02:00:00+00:00"))
     assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2025-03-03 --grace 30m")
-    sensor_env = eval(sensor["env"])
+    sensor_env = ast.literal_eval(sensor["env"])
     assert sensor_env["AIRFLOW_CTX_DAG_ID"] == "pulsecart_nightly_aggregation"
     assert "/usr/bin" in sensor_env["PATH"]
 
