@@ -31,6 +31,7 @@ from pulsecart_cli.errors import (
     Interrupted,
     PulsecartError,
     UsageError,
+    first_line,
 )
 from pulsecart_cli.jobs import DAILY_JOBS
 from pulsecart_cli.ledger import TRIGGERS, Invocation
@@ -82,13 +83,11 @@ class PulsecartGroup(TyperGroup):
             code = _fail(message, exc.exit_code)
         except psycopg.Error as exc:
             _debug_traceback(debug)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            code = _fail(f"database error: {first}", EXIT_FAILURE)
+            code = _fail(f"database error: {first_line(exc, type(exc).__name__)}", EXIT_FAILURE)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             _debug_traceback(debug)
             if type(exc).__module__.startswith("google."):
-                first = (getattr(exc, "message", None) or str(exc) or "").splitlines()
-                code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first[0] if first else ''}", EXIT_FAILURE)
+                code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first_line(exc)}", EXIT_FAILURE)
             else:
                 code = _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                              EXIT_FAILURE)
@@ -266,7 +265,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         raise _stopped(job, [d for d, _ in plan], run) from run.stopped_by
     if not run.ok:
         failed = [r for r in run.results if r.status != "succeeded"]
-        errors = "; ".join(f"{r.run_date}: {(r.error or r.status).splitlines()[0]}" for r in failed)
+        errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
         later = f"; {not_run} later day(s) not run" if not_run else ""
         return _fail(f"{job} failed on {len(failed)} of {len(plan)} day(s): {errors}{later}", EXIT_FAILURE)
     return 0
@@ -283,8 +282,7 @@ def _stopped(job: str, days: list[date], run) -> PulsecartError:
     if isinstance(exc, PulsecartError):
         message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
         return type(exc)(message, hint=exc.hint)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return DatabaseError(f"{job} stopped: database error: {first}; {standing}",
+    return DatabaseError(f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; {standing}",
                          hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
                               f"{min(days)}..{max(days)} --only-missing --only-failed")
 
@@ -447,7 +445,7 @@ def reconcile(
                      f"again); {not_run} topic(s) not run", interrupted.interruption.exit_code)
     failed = [r for r in results if r.status == "failed"]
     busy = [r for r in results if r.status == "busy"]
-    problems = [f"{r.target} failed: {(r.error or '').splitlines()[0]}" for r in failed]
+    problems = [f"{r.target} failed: {first_line(r.error)}" for r in failed]
     problems += [f"{r.target} skipped: {r.error}" for r in busy]
     if problems:
         done = len(results) - len(failed) - len(busy)

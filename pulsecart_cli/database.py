@@ -5,18 +5,19 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from pulsecart_cli import embedded
-from pulsecart_cli.errors import ConfigError, DatabaseError
+from pulsecart_cli.errors import ConfigError, DatabaseError, first_line
 from pulsecart_cli.queries import query
 from pulsecart_cli.redaction import URL_ENV, redact
 
 # libpq's TCP keepalives, unless the URL sets its own: a lost server is noticed in about a minute.
-CLIENT_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
+CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10", "keepalives_count": "3"}
 # The server's side: a lost client is noticed, even during a long statement (its locks are freed).
 SERVER_KEEPALIVES = {"idle": "60", "interval": "10", "count": "6"}
 CLIENT_CHECK_INTERVAL = "10s"
@@ -71,11 +72,10 @@ def connect(url: str) -> psycopg.Connection:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart",
                                **{k: v for k, v in CLIENT_KEEPALIVES.items() if k not in given})
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"malformed database URL {redact(url)!r}: {_first_line(exc)}") from exc
+        raise ConfigError(f"malformed database URL {redact(url)!r}: {first_line(exc)}") from exc
     except psycopg.OperationalError as exc:
-        first_line = _first_line(exc) or "connection failed"
         raise DatabaseError(
-            f"cannot connect to the database at {redact(url)}: {first_line}",
+            f"cannot connect to the database at {redact(url)}: {first_line(exc, 'connection failed')}",
             hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
         ) from exc
     try:
@@ -86,10 +86,6 @@ def connect(url: str) -> psycopg.Connection:
         conn.close()
         raise
     return conn
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 @contextmanager

@@ -19,7 +19,6 @@ EMULATOR_PATHS = (
 class Emulator:
     process: subprocess.Popen
     host: str
-    log_path: Path
 
     def stop(self) -> None:
         self.process.terminate()
@@ -57,4 +56,4 @@ def start(log_path: Path, timeout_s: float = 60.0) -> Emulator:
             process.kill()
             raise RuntimeError(f"the Pub/Sub emulator did not start:\n{log_path.read_text()[-2000:]}")
         time.sleep(0.1)
-    return Emulator(process, f"127.0.0.1:{port}", log_path)
+    return Emulator(process, f"127.0.0.1:{port}")

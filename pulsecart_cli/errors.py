@@ -3,13 +3,22 @@ into process exit codes (see ``cli.PulsecartGroup``)."""
 
 import signal
 
-EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INCOMPLETE = 4
 EXIT_CHECK_FAILED = 5
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
+
+
+def first_line(error: BaseException | str | None, default: str = "") -> str:
+    """The first line of an error's message (Google's ``.message`` when it has one), or ``default``."""
+    if error is None or isinstance(error, str):
+        text = error or ""
+    else:
+        text = str(getattr(error, "message", None) or error)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else default
 
 
 class Interrupted(KeyboardInterrupt):

@@ -4,7 +4,7 @@ PUBSUB_EMULATOR_HOST set, the emulator."""
 import os
 from dataclasses import dataclass
 
-from pulsecart_cli.errors import ConfigError, ServiceError
+from pulsecart_cli.errors import ConfigError, ServiceError, first_line
 
 TOPICS = ("commerce-events", "user-actions", "system-events")
 TOPIC_PREFIX = "pulsecart."
@@ -82,8 +82,7 @@ def connect(project: str) -> Clients:
 
 
 def service_error(exc: Exception, what: str) -> ServiceError:
-    message = getattr(exc, "message", None) or str(exc)
-    return ServiceError(f"Pub/Sub refused to {what}: {type(exc).__name__}: {message.splitlines()[0] if message else ''}")
+    return ServiceError(f"Pub/Sub refused to {what}: {type(exc).__name__}: {first_line(exc)}")
 
 
 def setup(clients: Clients, pairs: list[TopicPair]) -> list[str]:

@@ -7,6 +7,7 @@ from pulsecart_cli.pubsub import Clients
 from pulsecart_cli.queries import query
 
 STATUSES = ("quarantined", "replayed", "discarded")
+REPLAY_TIMEOUT_S = 30.0  # per message, to publish and to get its id back
 LIST_COLUMNS = ("id", "original_topic", "message_id", "reason", "status", "quarantined_at", "size")
 ENTRY_COLUMNS = ("id", "dead_letter_topic", "original_topic", "message_id", "data", "attributes", "ordering_key",
                  "publish_time", "reason", "quarantined_at", "status", "status_changed_at", "status_note",
@@ -50,8 +51,7 @@ def discard(conn: psycopg.Connection, ids: list[int], reason: str) -> list[int]:
         return [r[0] for r in conn.execute(query("quarantine.mark_discarded"), {"ids": ids, "note": reason})]
 
 
-def replay(conn: psycopg.Connection, clients: Clients, ids: list[int], note: str | None = None,
-           timeout_s: float = 30.0) -> list[tuple[int, str]]:
+def replay(conn: psycopg.Connection, clients: Clients, ids: list[int], note: str | None = None) -> list[tuple[int, str]]:
     """Republish quarantined messages to their original topic; each is marked replayed once its
     publish returned a message id. Returns (id, new message id) for each."""
     entries = get_entries(conn, ids)
@@ -63,9 +63,9 @@ def replay(conn: psycopg.Connection, clients: Clients, ids: list[int], note: str
         attributes = dict(entry["attributes"]) | {"reconciled": "true", "replayed_from_quarantine": str(entry["id"])}
         future = clients.publisher.publish(
             clients.topic_path(entry["original_topic"]), bytes(entry["data"]),
-            ordering_key=entry["ordering_key"], timeout=timeout_s, **attributes)
+            ordering_key=entry["ordering_key"], timeout=REPLAY_TIMEOUT_S, **attributes)
         try:
-            message_id = future.result(timeout=timeout_s)
+            message_id = future.result(timeout=REPLAY_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported below; the row stays quarantined
             failures.append(f"{entry['id']}: {type(exc).__name__}")
             if entry["ordering_key"]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pulsecart_cli.errors import ConfigError
+from pulsecart_cli.errors import ConfigError, first_line
 from pulsecart_cli.ledger import Outcome
 from pulsecart_cli.pubsub import Clients, TopicPair, service_error
 from pulsecart_cli.queries import query
@@ -99,7 +99,6 @@ class Report:
 class _Batch:
     ack_ids_done: list
     pending: list  # (ack_id, future, ordering_key)
-    pulled_at: float
 
 
 class Reconciler:
@@ -186,7 +185,7 @@ class Reconciler:
                 timeout=self.options.publish_timeout_s, **verdict.attributes), verdict.ordering_key)
             for ack_id, message, verdict in to_publish
         ]
-        return _Batch(ack_ids_done=quarantined_ack_ids, pending=pending, pulled_at=time.monotonic())
+        return _Batch(ack_ids_done=quarantined_ack_ids, pending=pending)
 
     def _store(self, rows: list[dict]) -> int:
         """Commit the quarantine rows; returns how many were new (a redelivery is stored once)."""
@@ -234,9 +233,8 @@ class Reconciler:
             pass
 
     def _note_error(self, exc: Exception) -> None:
-        first = (str(getattr(exc, "message", None) or exc).splitlines() or [""])[0]
         if len(self.report.errors) < 5:
-            self.report.errors.append(f"{type(exc).__name__}: {first}"[:300])
+            self.report.errors.append(f"{type(exc).__name__}: {first_line(exc)}"[:300])
 
     def _ack(self, ack_ids: list[str]) -> None:
         """Ack in chunks. A failed ack loses nothing (the message is delivered again and a republish or

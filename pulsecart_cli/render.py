@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pulsecart_cli.dates import when
+from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import UnitResult
 
 STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow"}
@@ -154,7 +155,7 @@ def quarantine_entry(entry: dict, max_bytes: int) -> str:
 
 def _notes(result: UnitResult) -> str:
     if result.error:
-        return cell(result.error.splitlines()[0])
+        return cell(first_line(result.error))
     if result.job == "metrics":
         d = result.details
         note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"
