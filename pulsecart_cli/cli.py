@@ -7,10 +7,11 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 import signal
 import sys
 import traceback
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 import typer
@@ -52,10 +53,11 @@ from pulsecart_cli.status import (
 class PulsecartGroup(TyperGroup):
     """Maps every error to one line on stderr and a documented exit code."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         with redaction.filtered_output(argv):
-            code = self._run(argv, prog_name, complete_var, **extra)
+            code = self._run(argv, prog_name, complete_var, windows_expand_args=windows_expand_args, **extra)
         return _exit(code, standalone_mode)
 
     def _run(self, argv, prog_name, complete_var, **extra) -> int:
@@ -170,16 +172,23 @@ app.add_typer(pubsub_app, name="pubsub")
 app.add_typer(quarantine_app, name="quarantine")
 dev_app.add_typer(dev_db_app, name="db")
 
-def _choices(name: str, values) -> type[StrEnum]:
+def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
     """An Enum for an option's values: help lists them and Click rejects anything else (exit 2)."""
-    return StrEnum(name, {value: value for value in values})
+    return StrEnum(name, {value: value for value in values})  # type: ignore[return-value]  # a class, not a member
 
 
-Trigger = _choices("Trigger", TRIGGERS)
-DailyJob = _choices("DailyJob", DAILY_JOBS)
-Job = _choices("Job", [*DAILY_JOBS, "reconcile"])
-RunStatus = _choices("RunStatus", RUN_STATUSES)
-QuarantineStatus = _choices("QuarantineStatus", quarantine.STATUSES)
+if TYPE_CHECKING:  # built from the library's values at run time; to mypy, string enums
+    Trigger = StrEnum
+    DailyJob = StrEnum
+    Job = StrEnum
+    RunStatus = StrEnum
+    QuarantineStatus = StrEnum
+else:
+    Trigger = _choices("Trigger", TRIGGERS)
+    DailyJob = _choices("DailyJob", DAILY_JOBS)
+    Job = _choices("Job", [*DAILY_JOBS, "reconcile"])
+    RunStatus = _choices("RunStatus", RUN_STATUSES)
+    QuarantineStatus = _choices("QuarantineStatus", quarantine.STATUSES)
 BIGINT_MAX = 2**63 - 1  # ids and limits end up as PostgreSQL bigints
 
 DatabaseUrl = Annotated[str | None, typer.Option(
@@ -257,7 +266,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         if not_run and not run.interrupted and run.stopped_by is None:
             render.message(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
     not_run = len(plan) - len(run.results)
-    if run.interrupted:
+    if run.interruption is not None:
         rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
         what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
         return _fail(f"{run.interruption.reason}: {what}; {not_run} day(s) not run", run.interruption.exit_code)
@@ -440,7 +449,7 @@ def reconcile(
         render.out().print(render.reconcile_table(results))
     interrupted = next((r for r in results if r.interrupted), None)
     not_run = len(pairs) - len(results)
-    if interrupted is not None:
+    if interrupted is not None and interrupted.interruption is not None:
         return _fail(f"{interrupted.error}: reconcile {interrupted.target} stopped (unacked messages are delivered "
                      f"again); {not_run} topic(s) not run", interrupted.interruption.exit_code)
     failed = [r for r in results if r.status == "failed"]

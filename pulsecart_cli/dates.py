@@ -53,9 +53,12 @@ def days_between(start: date, end: date) -> list[date]:
 
 def select_days(date_text: str | None, window_text: str | None) -> list[date]:
     """Exactly one of --date and --window, never after today (UTC): a day that has not happened has no data."""
-    if (date_text is None) == (window_text is None):
+    if date_text is not None and window_text is None:
+        days = [parse_day(date_text)]
+    elif window_text is not None and date_text is None:
+        days = parse_window(window_text)
+    else:
         raise UsageError("give exactly one of --date D or --window A..B")
-    days = [parse_day(date_text)] if date_text is not None else parse_window(window_text)
     today = today_utc()
     if days[-1] > today:
         option = "--date" if date_text is not None else "--window"

@@ -5,12 +5,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 import psycopg
 
 from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.ledger import Outcome
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
     conn.execute(query("aggregate.begin_day"))
-    aggregate_rows, *counts_written = conn.execute(query("aggregate.replace_counts"), params).fetchone()
+    aggregate_rows, *counts_written = one_row(conn.execute(query("aggregate.replace_counts"), params))
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
     conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written)})
@@ -47,7 +48,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
         query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
     for as_of in refreshed:
         history_written += _score(conn, as_of)[2]
-    current_as_of = conn.execute(query("aggregate.current_as_of")).fetchone()[0]
+    current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
     return Outcome(
         rows=aggregate_rows,
         details={"aggregate_rows": aggregate_rows, "scored_users": scored_users,
@@ -62,7 +63,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
 def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], None]) -> None:
     """The score step's lock; says so when another run's score step keeps it for more than a second."""
     deadline = time.monotonic() + SCORES_LOCK_NOTE_AFTER_S
-    while not conn.execute(query("aggregate.try_lock_scores")).fetchone()[0]:
+    while not one_row(conn.execute(query("aggregate.try_lock_scores")))[0]:
         if time.monotonic() >= deadline:
             notify(f"aggregate {day}: waiting for another run's score step to commit "
                    "(scores read seven days' counts, so score steps run one at a time)")
@@ -76,8 +77,8 @@ def _score(conn: psycopg.Connection, as_of: date) -> tuple[int, bool, int]:
     and record what they were computed from. Returns (users scored, carried forward, rows written)."""
     row = conn.execute(query("aggregate.scores_fresh"), {"day": as_of - timedelta(days=1)}).fetchone()
     from_previous = bool(row and row[0])
-    scored_users, *written = conn.execute(
-        query("aggregate.replace_history"), {"day": as_of, "from_previous": from_previous}).fetchone()
+    scored_users, *written = one_row(conn.execute(
+        query("aggregate.replace_history"), {"day": as_of, "from_previous": from_previous}))
     conn.execute(query("aggregate.record_scores"), {"day": as_of})
     return scored_users, from_previous, sum(written)
 
@@ -85,9 +86,8 @@ def _score(conn: psycopg.Connection, as_of: date) -> tuple[int, bool, int]:
 def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
     """Replace D's daily_metrics row."""
     start, end = day_bounds(day)
-    orders, abandoned, rate, revenue, invalid = conn.execute(
-        query("metrics.replace_day"), {"day": day, "start": start, "end": end}
-    ).fetchone()
+    orders, abandoned, rate, revenue, invalid = one_row(conn.execute(
+        query("metrics.replace_day"), {"day": day, "start": start, "end": end}))
     return Outcome(
         rows=1,
         details={
@@ -104,7 +104,11 @@ def _plain(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-DAILY_JOBS: dict[str, Callable[[psycopg.Connection, date, DayContext], Outcome]] = {
+class DayJob(Protocol):
+    def __call__(self, conn: psycopg.Connection, day: date, context: DayContext = ...) -> Outcome: ...
+
+
+DAILY_JOBS: dict[str, DayJob] = {
     "aggregate": aggregate_day, "metrics": metrics_day}
 # Jobs whose day waits for ``DayContext.wait_for_previous_day``: a window runs two of their days at once,
 # committing in order.

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from pulsecart_cli import __version__
 from pulsecart_cli.dates import when
 from pulsecart_cli.errors import Interrupted, LockBusy
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 
 TRIGGERS = ("manual", "airflow", "cron")
 
@@ -106,15 +106,15 @@ def run_unit(
     conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
     if wait:
         conn.execute(query("ledger.wait_lock"), keys)
-    elif not conn.execute(query("ledger.try_lock"), keys).fetchone()[0]:
+    elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
         raise _busy(conn, unit, keys)
     try:
         conn.execute(query("ledger.reap_dead"), unit)
-        run_id = conn.execute(
+        run_id = one_row(conn.execute(
             query("ledger.start"),
             unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
                            "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
-        ).fetchone()[0]
+        ))[0]
         result = UnitResult(job, run_date, target, "running", run_id=run_id)
         started = time.monotonic()
         try:

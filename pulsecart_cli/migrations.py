@@ -13,7 +13,7 @@ from importlib.resources import files
 import psycopg
 
 from pulsecart_cli.errors import SchemaNotMigrated, SchemaTooNew
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 
 MIGRATIONS_LOCK_KEY = 7_311_001
 
@@ -56,7 +56,7 @@ def available() -> list[Migration]:
 
 def applied(conn: psycopg.Connection) -> dict[int, Applied]:
     """Applied migrations by version; empty when the ledger table does not exist yet."""
-    if conn.execute(query("migrations.ledger_exists")).fetchone()[0] is None:
+    if one_row(conn.execute(query("migrations.ledger_exists")))[0] is None:
         return {}
     return {row[0]: Applied(*row) for row in conn.execute(query("migrations.applied")).fetchall()}
 

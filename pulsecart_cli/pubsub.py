@@ -3,8 +3,12 @@ PUBSUB_EMULATOR_HOST set, the emulator."""
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pulsecart_cli.errors import ConfigError, ServiceError, first_line
+
+if TYPE_CHECKING:  # at run time google.cloud is imported where it is used
+    from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
 TOPICS = ("commerce-events", "user-actions", "system-events")
 TOPIC_PREFIX = "pulsecart."
@@ -56,8 +60,8 @@ def resolve_project(project: str | None) -> str:
 @dataclass
 class Clients:
     project: str
-    publisher: object
-    subscriber: object
+    publisher: "PublisherClient"
+    subscriber: "SubscriberClient"
 
     def topic_path(self, name: str) -> str:
         return f"projects/{self.project}/topics/{name}"

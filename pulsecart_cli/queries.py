@@ -7,6 +7,11 @@ Parameters are psycopg named placeholders (``%(day)s``); values are always bound
 import re
 from functools import cache
 from importlib.resources import files
+from typing import TypeVar
+
+import psycopg
+
+Row = TypeVar("Row")
 
 _NAME = re.compile(r"^--\s*name:\s*(\S+)\s*$", re.MULTILINE)
 
@@ -28,3 +33,11 @@ def query(qualified_name: str) -> str:
         return _load(filename)[name]
     except (KeyError, FileNotFoundError) as exc:
         raise LookupError(f"no query named {qualified_name!r} in sql/queries") from exc
+
+
+def one_row(cursor: psycopg.Cursor[Row]) -> Row:
+    """The row of a query that always returns exactly one (an aggregate, ``INSERT ... RETURNING``)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row

@@ -182,7 +182,7 @@ class Reconciler:
         pending = [
             (ack_id, self.clients.publisher.publish(
                 self.original_topic, message.data, ordering_key=verdict.ordering_key,
-                timeout=self.options.publish_timeout_s, **verdict.attributes), verdict.ordering_key)
+                timeout=self.options.publish_timeout_s, **(verdict.attributes or {})), verdict.ordering_key)
             for ack_id, message, verdict in to_publish
         ]
         return _Batch(ack_ids_done=quarantined_ack_ids, pending=pending)

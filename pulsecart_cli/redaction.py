@@ -49,8 +49,9 @@ def passwords(text: str) -> set[str]:
 
 def _redact(text: str) -> tuple[str, set[str]]:
     found: set[str] = set()
-    if _URI.match(text):
-        return _redact_uri(text, found), found
+    scheme = _URI.match(text)
+    if scheme:
+        return _redact_uri(text, scheme.end(), found), found
 
     def keyword(match: re.Match) -> str:
         value = match["value"]
@@ -61,8 +62,7 @@ def _redact(text: str) -> tuple[str, set[str]]:
     return _KEYWORD.sub(keyword, text), found - {""}
 
 
-def _redact_uri(uri: str, found: set[str]) -> str:
-    head = _URI.match(uri).end()
+def _redact_uri(uri: str, head: int, found: set[str]) -> str:
     rest = uri[head:]
 
     def query_param(match: re.Match) -> str:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -173,8 +173,9 @@ def _notes(result: UnitResult) -> str:
 
 def day_results_table(job: str, results: list[UnitResult]) -> Table:
     table = Table(title=f"pulsecart {job}", title_justify="left")
-    for column, justify in (("day", "left"), ("status", "left"), ("rows", "right"),
-                            ("duration", "right"), ("notes", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("day", "left"), ("status", "left"), ("rows", "right"), ("duration", "right"), ("notes", "left"))
+    for column, justify in columns:
         table.add_column(column, justify=justify)
     for r in results:
         style = STATUS_STYLE.get(r.status, "")
@@ -226,7 +227,7 @@ STATE_MARKS = {"succeeded": ("✓", "green"), "failed": ("✗", "bold red"), "mi
 
 
 def _fix_command(job: str, states: dict) -> str | None:
-    gaps = {s.state: [] for s in states.values()}
+    gaps: dict[str, list[date]] = {s.state: [] for s in states.values()}
     for day, state in states.items():
         gaps[state.state].append(day)
     flags = [flag for state, flag in (("missing", "--only-missing"), ("failed", "--only-failed"),
@@ -278,7 +279,7 @@ def status_view(states_by_job: dict, window: list[date]) -> Group:
         if fix:
             fixes.append(fix)
     legend = "  ".join(f"[{style}]{mark}[/] {state}" for state, (mark, style) in STATE_MARKS.items())
-    parts = [table, legend]
+    parts: list[RenderableType] = [table, legend]
     parts += ["to fill the gaps:"] + [f"  {fix}" for fix in fixes] if fixes else ["no gaps"]
     return Group(*parts)
 

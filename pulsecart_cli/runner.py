@@ -4,6 +4,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 
 import psycopg
 
@@ -75,7 +76,7 @@ def run_daily_job(
             context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
             try:
                 on_day_start(day)
-                result = run_unit(conn, job, lambda c, day=day, context=context: day_job(c, day, context), invocation,
+                result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
                                   run_date=day, wait=wait)
             except KeyboardInterrupt as exc:  # between days, or before the day's work started
                 run.interruption = Interrupted.of(exc)
@@ -273,7 +274,7 @@ def run_reconcile(
         for pair in pairs:
             try:
                 result = run_unit(
-                    conn, "reconcile", lambda c, pair=pair: reconcile_topic(clients, c, pair, options), invocation,
+                    conn, "reconcile", partial(reconcile_topic, clients, pair=pair, options=options), invocation,
                     target=pair.original, wait=wait, transactional=False)
             except LockBusy as exc:
                 result = UnitResult("reconcile", None, pair.original, "busy", error=exc.message)

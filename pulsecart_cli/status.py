@@ -8,7 +8,7 @@ import psycopg
 
 from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.errors import UsageError
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 
 RUN_STATUSES = ("running", "succeeded", "failed")
 RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
@@ -78,7 +78,7 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
             reason = {"missing": "no successful run",
                       "failed": f"latest run {state.latest_run_id} failed",
                       "running": f"run {state.latest_run_id} is still running",
-                      "stale": state.stale_reason}[state.state]
+                      "stale": state.stale_reason or "stale"}[state.state]
             wait = " --wait" if state.state == "running" else ""
             found.append(Problem(job, day, state.state, reason, f"pulsecart {job} --date {day}{wait}"))
     return found
@@ -148,7 +148,7 @@ def completeness(conn: psycopg.Connection, day: date, grace: timedelta) -> Compl
     """A day is complete once the events table holds an event at or after D+1 00:00 UTC + grace:
     the consumer has moved past the day."""
     threshold = day_bounds(day)[1] + grace
-    newest = conn.execute(query("status.newest_event")).fetchone()[0]
+    newest = one_row(conn.execute(query("status.newest_event")))[0]
     return Completeness(newest is not None and newest >= threshold, newest, threshold)
 
 
