@@ -1,4 +1,4 @@
-"""Helpers shared by the tests."""
+"""Helpers and constants shared by the test modules (fixtures live in conftest.py)."""
 
 import json
 import os
@@ -7,7 +7,13 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict
+
+from pulsecart_cli import pubsub
 
 
 def run_pulsecart(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -61,3 +67,154 @@ def sleeping_sessions(conn) -> int:
     """Server sessions of this database inside pg_sleep (a slow statement a test injected)."""
     return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                         " AND wait_event = 'PgSleep'").fetchone()[0]
+
+
+# --- the jobs' tables, and triggers that make a day slow or fail ---------------------------------------
+
+D = date(2025, 3, 3)
+
+
+def aggregates(conn, day=D):
+    rows = conn.execute(
+        "SELECT user_id, event_type, event_count FROM event_aggregates WHERE date = %s ORDER BY 1, 2", (day,))
+    return {(u, t): n for u, t, n in rows}
+
+
+def history(conn, as_of):
+    return dict(conn.execute(
+        "SELECT user_id, score FROM personalization_score_history WHERE as_of = %s", (as_of,)).fetchall())
+
+
+def metrics_row(conn, day=D):
+    return conn.execute(
+        "SELECT orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals"
+        " FROM daily_metrics WHERE date = %s", (day,)).fetchone()
+
+
+FAIL_ON_MARCH_3 = """
+CREATE FUNCTION fail_on_march_3() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.date = DATE '2025-03-03' THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER fail_on_march_3 BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION fail_on_march_3();
+"""
+
+
+SLOW_METRICS = """
+CREATE FUNCTION slow_metrics() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$;
+CREATE TRIGGER slow_metrics BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION slow_metrics();
+"""
+
+
+# --- windows: marked days, the ledger ------------------------------------------------------------------
+
+WINDOW = "2025-03-01..2025-03-05"
+
+
+MARKER = ("marker", "product.viewed", 42)  # a stored row no rerun would keep: present = day untouched
+
+
+SLOW_THEN_FAIL_ON = """
+CREATE FUNCTION slow_day() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.date = DATE '{day}' THEN
+        PERFORM pg_sleep({seconds});
+        IF {fail} THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_day BEFORE INSERT ON event_aggregates FOR EACH ROW EXECUTE FUNCTION slow_day();
+"""
+
+
+def five_days_with_markers(conn):
+    insert_events(conn, [(u, "product.viewed", utc(2025, 3, d, 12), {}) for d in range(1, 6) for u in "ab"])
+    for d in range(1, 6):
+        conn.execute("INSERT INTO event_aggregates (date, user_id, event_type, event_count) VALUES (%s, %s, %s, %s)",
+                     (date(2025, 3, d), *MARKER))
+
+
+def has_marker(conn, day):
+    return (MARKER[0], MARKER[1]) in aggregates(conn, day)
+
+
+def runs(conn):
+    return conn.execute("SELECT run_date, status, error FROM job_runs ORDER BY run_date").fetchall()
+
+
+# --- Pub/Sub: one topic pair, publishing dead letters, draining a subscription --------------------------
+
+PAIR = pubsub.TopicPair("commerce-events")
+
+
+def add_watcher(clients, name="watch"):
+    path = clients.subscription_path(f"{name}-{PAIR.original}")
+    clients.subscriber.create_subscription(
+        request={"name": path, "topic": clients.topic_path(PAIR.original), "enable_message_ordering": True})
+    return path
+
+
+def publish_dead_letters(clients, messages):
+    """messages: (data, attributes, ordering_key). Publishes to the dead-letter topic; returns message ids."""
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient(
+        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
+    topic = clients.topic_path(PAIR.dead_letter)
+    futures = [publisher.publish(topic, data, ordering_key=key, **attrs) for data, attrs, key in messages]
+    return [f.result(timeout=30) for f in futures]
+
+
+def drain(clients, subscription, timeout=1.5):
+    """Pull and ack everything on a subscription."""
+    from google.api_core import exceptions as gexc
+
+    received = []
+    while True:
+        try:
+            response = clients.subscriber.pull(request={"subscription": subscription, "max_messages": 1000},
+                                               timeout=timeout, retry=None)
+        except gexc.DeadlineExceeded:
+            break
+        if not response.received_messages:
+            break
+        received.extend(response.received_messages)
+        clients.subscriber.acknowledge(request={"subscription": subscription,
+                                                "ack_ids": [m.ack_id for m in response.received_messages]})
+    return [m.message for m in received]
+
+
+def event(i, **extra):
+    return json.dumps({"event_type": "order.placed", "event_id": f"e{i}", "user_id": f"u{i % 7}"} | extra).encode()
+
+
+# --- Airflow: the DAG folder, the CLI next to this Python, connections as URIs ------------------------------
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+
+
+def airflow_uri(conninfo: str) -> str:
+    """A libpq conninfo as the URI an Airflow connection takes (sockets go in ?host=)."""
+    if "://" in conninfo:
+        return conninfo
+    parts = conninfo_to_dict(conninfo)
+    user = quote(parts.get("user", ""), safe="")
+    password = quote(parts.get("password", ""), safe="")
+    host = parts.get("host", "")
+    port = f":{parts['port']}" if parts.get("port") and not host.startswith("/") else ""
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    if host.startswith("/"):
+        return f"postgresql://{auth}/{parts['dbname']}?host={quote(host, safe='')}"
+    return f"postgresql://{auth}{host}{port}/{parts['dbname']}"
+
+
+def body(message) -> str:
+    """A message's text (the alerts send one HTML <pre> block), unescaped."""
+    import html
+    import re
+
+    part = message.get_body(preferencelist=("html", "plain"))
+    return html.unescape(re.sub(r"</?pre>", "", part.get_content()))

@@ -5,8 +5,15 @@ import json
 from datetime import date
 
 from pulsecart_cli.dates import days_between
-from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, utc
-from tests.test_jobs import FAIL_ON_MARCH_3, SLOW_METRICS, metrics_row
+from tests.helpers import (
+    FAIL_ON_MARCH_3,
+    SLOW_METRICS,
+    insert_events,
+    interrupt_when_running,
+    metrics_row,
+    run_pulsecart,
+    utc,
+)
 
 WINDOW = "2025-03-01..2025-03-05"
 

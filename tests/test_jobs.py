@@ -12,30 +12,21 @@ import psycopg
 import pytest
 
 from pulsecart_cli.ledger import lock_keys
-from tests.helpers import insert_events, run_pulsecart, utc
-
-D = date(2025, 3, 3)
-
-
-def aggregates(conn, day=D):
-    rows = conn.execute(
-        "SELECT user_id, event_type, event_count FROM event_aggregates WHERE date = %s ORDER BY 1, 2", (day,))
-    return {(u, t): n for u, t, n in rows}
-
-
-def history(conn, as_of):
-    return dict(conn.execute(
-        "SELECT user_id, score FROM personalization_score_history WHERE as_of = %s", (as_of,)).fetchall())
+from tests.helpers import (
+    FAIL_ON_MARCH_3,
+    SLOW_METRICS,
+    D,
+    aggregates,
+    history,
+    insert_events,
+    metrics_row,
+    run_pulsecart,
+    utc,
+)
 
 
 def current_scores(conn):
     return {u: (s, a) for u, s, a in conn.execute("SELECT user_id, score, as_of FROM personalization_scores")}
-
-
-def metrics_row(conn, day=D):
-    return conn.execute(
-        "SELECT orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals"
-        " FROM daily_metrics WHERE date = %s", (day,)).fetchone()
 
 
 def ledger(conn, job=None):
@@ -191,15 +182,6 @@ def test_metrics_table_reports_invalid_totals(cli, conn):
 
 # --- transactions in a window -------------------------------------------------------------------------
 
-FAIL_ON_MARCH_3 = """
-CREATE FUNCTION fail_on_march_3() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.date = DATE '2025-03-03' THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER fail_on_march_3 BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION fail_on_march_3();
-"""
-
 
 def test_window_failure_keeps_earlier_days_and_leaves_the_failed_day_untouched(cli, conn):
     conn.execute("INSERT INTO daily_metrics VALUES ('2025-03-03', 42, 0, NULL, 0, 0)")
@@ -269,13 +251,6 @@ def test_a_held_lock_exits_3_naming_the_running_run(cli, conn, db_url):
         assert f"aggregate 2025-03-03 is being run by run {run_id} (airflow on worker-7 pid 4242" in result.stderr
         assert cli("aggregate", "--date", "2025-03-04").exit_code == 0   # other days are free
         assert cli("metrics", "--date", "2025-03-03").exit_code == 0     # other jobs too
-
-
-SLOW_METRICS = """
-CREATE FUNCTION slow_metrics() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$;
-CREATE TRIGGER slow_metrics BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION slow_metrics();
-"""
 
 
 def _start_slow_run(db_url, *args):

@@ -4,13 +4,12 @@ import json
 
 import psycopg
 import pytest
-from google.cloud import pubsub_v1
 
 from pulsecart_cli import pubsub
 from pulsecart_cli.ledger import lock_keys
 from pulsecart_cli.reconcile import Options, Reconciler, classify
+from tests.helpers import PAIR, add_watcher, drain, event, publish_dead_letters
 
-PAIR = pubsub.TopicPair("commerce-events")
 FAST = ("--pull-timeout", "1", "--publish-timeout", "5")
 
 
@@ -22,45 +21,6 @@ def topology(gcp_project, cli):
     clients = pubsub.connect(gcp_project)
     watch = add_watcher(clients)
     return clients, watch
-
-
-def add_watcher(clients, name="watch"):
-    path = clients.subscription_path(f"{name}-{PAIR.original}")
-    clients.subscriber.create_subscription(
-        request={"name": path, "topic": clients.topic_path(PAIR.original), "enable_message_ordering": True})
-    return path
-
-
-def publish_dead_letters(clients, messages):
-    """messages: (data, attributes, ordering_key). Publishes to the dead-letter topic; returns message ids."""
-    publisher = pubsub_v1.PublisherClient(
-        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True))
-    topic = clients.topic_path(PAIR.dead_letter)
-    futures = [publisher.publish(topic, data, ordering_key=key, **attrs) for data, attrs, key in messages]
-    return [f.result(timeout=30) for f in futures]
-
-
-def drain(clients, subscription, timeout=1.5):
-    """Pull and ack everything on a subscription."""
-    from google.api_core import exceptions as gexc
-
-    received = []
-    while True:
-        try:
-            response = clients.subscriber.pull(request={"subscription": subscription, "max_messages": 1000},
-                                               timeout=timeout, retry=None)
-        except gexc.DeadlineExceeded:
-            break
-        if not response.received_messages:
-            break
-        received.extend(response.received_messages)
-        clients.subscriber.acknowledge(request={"subscription": subscription,
-                                                "ack_ids": [m.ack_id for m in response.received_messages]})
-    return [m.message for m in received]
-
-
-def event(i, **extra):
-    return json.dumps({"event_type": "order.placed", "event_id": f"e{i}", "user_id": f"u{i % 7}"} | extra).encode()
 
 
 def quarantine_rows(conn):

@@ -16,8 +16,7 @@ from pulsecart_cli.dates import days_between, today_utc
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.runner import run_daily_job
 from pulsecart_cli.status import Selection, choose_days, day_states
-from tests.helpers import run_pulsecart
-from tests.test_window_overlap import SLOW_THEN_FAIL_ON
+from tests.helpers import SLOW_THEN_FAIL_ON, run_pulsecart
 
 FIRST = date(2025, 3, 1)
 ALL_DAYS = days_between(FIRST, FIRST + timedelta(days=20))   # three weeks

@@ -4,8 +4,7 @@ problem day and the command that fixes it (for cron's MAILTO or any monitoring c
 import json
 from datetime import date
 
-from tests.helpers import insert_events, run_pulsecart, utc
-from tests.test_jobs import FAIL_ON_MARCH_3
+from tests.helpers import FAIL_ON_MARCH_3, insert_events, run_pulsecart, utc
 
 RANGE = ["--end", "2025-03-05", "--days", "5"]
 

@@ -12,9 +12,20 @@ from datetime import date
 import pytest
 
 from pulsecart_cli.ledger import lock_keys
-from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, sleeping_sessions, utc
-from tests.test_jobs import FAIL_ON_MARCH_3, SLOW_METRICS
-from tests.test_window_overlap import SLOW_THEN_FAIL_ON, WINDOW, five_days_with_markers, has_marker, runs
+from tests.helpers import (
+    FAIL_ON_MARCH_3,
+    SLOW_METRICS,
+    SLOW_THEN_FAIL_ON,
+    WINDOW,
+    five_days_with_markers,
+    has_marker,
+    insert_events,
+    interrupt_when_running,
+    run_pulsecart,
+    runs,
+    sleeping_sessions,
+    utc,
+)
 
 D = date(2025, 3, 3)
 

@@ -12,38 +12,16 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pulsecart_cli.ledger import lock_keys
-from tests.helpers import insert_events, interrupt_when_running, run_pulsecart, utc
-from tests.test_jobs import aggregates, history
-
-WINDOW = "2025-03-01..2025-03-05"
-MARKER = ("marker", "product.viewed", 42)  # a stored row no rerun would keep: present = day untouched
-
-SLOW_THEN_FAIL_ON = """
-CREATE FUNCTION slow_day() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.date = DATE '{day}' THEN
-        PERFORM pg_sleep({seconds});
-        IF {fail} THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER slow_day BEFORE INSERT ON event_aggregates FOR EACH ROW EXECUTE FUNCTION slow_day();
-"""
-
-
-def five_days_with_markers(conn):
-    insert_events(conn, [(u, "product.viewed", utc(2025, 3, d, 12), {}) for d in range(1, 6) for u in "ab"])
-    for d in range(1, 6):
-        conn.execute("INSERT INTO event_aggregates (date, user_id, event_type, event_count) VALUES (%s, %s, %s, %s)",
-                     (date(2025, 3, d), *MARKER))
-
-
-def has_marker(conn, day):
-    return (MARKER[0], MARKER[1]) in aggregates(conn, day)
-
-
-def runs(conn):
-    return conn.execute("SELECT run_date, status, error FROM job_runs ORDER BY run_date").fetchall()
+from tests.helpers import (
+    SLOW_THEN_FAIL_ON,
+    WINDOW,
+    five_days_with_markers,
+    has_marker,
+    history,
+    interrupt_when_running,
+    run_pulsecart,
+    runs,
+)
 
 
 def runs_started(conn):

@@ -5,8 +5,7 @@ Carried scores must equal the definition: the weighted counts of D-6 .. D."""
 import json
 from datetime import date, timedelta
 
-from tests.helpers import insert_events, run_pulsecart, utc
-from tests.test_jobs import history
+from tests.helpers import history, insert_events, run_pulsecart, utc
 
 FIRST, LAST = date(2025, 3, 1), date(2025, 3, 16)
 

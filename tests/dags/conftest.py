@@ -6,29 +6,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from psycopg.conninfo import conninfo_to_dict
 
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
-
-
-def airflow_uri(conninfo: str) -> str:
-    """A libpq conninfo as the URI an Airflow connection takes (sockets go in ?host=)."""
-    if "://" in conninfo:
-        return conninfo
-    parts = conninfo_to_dict(conninfo)
-    user = quote(parts.get("user", ""), safe="")
-    password = quote(parts.get("password", ""), safe="")
-    host = parts.get("host", "")
-    port = f":{parts['port']}" if parts.get("port") and not host.startswith("/") else ""
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    if host.startswith("/"):
-        return f"postgresql://{auth}/{parts['dbname']}?host={quote(host, safe='')}"
-    return f"postgresql://{auth}{host}{port}/{parts['dbname']}"
+from tests.helpers import AIRFLOW, DAGS, airflow_uri
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +69,3 @@ def smtp_sink():
         yield sink
     finally:
         sink.controller.stop()
-
-
-def body(message) -> str:
-    """A message's text (the alerts send one HTML <pre> block), unescaped."""
-    import html
-    import re
-
-    part = message.get_body(preferencelist=("html", "plain"))
-    return html.unescape(re.sub(r"</?pre>", "", part.get_content()))

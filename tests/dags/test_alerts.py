@@ -13,8 +13,7 @@ from pathlib import Path
 import psycopg
 
 from pulsecart_cli import ledger
-from tests.dags.conftest import body
-from tests.helpers import insert_events, utc
+from tests.helpers import body, insert_events, utc
 
 UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
 RETRY_POLICY = str(Path(__file__).parent / "retry_policy")

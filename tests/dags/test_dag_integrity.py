@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.dags.conftest import DAGS
+from tests.helpers import DAGS
 
 EXPECTED = {
     "pulsecart_nightly_aggregation": ("0 2 * * *", {"pulsecart", "personalization"}, 2, timedelta(minutes=5)),

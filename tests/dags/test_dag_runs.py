@@ -6,8 +6,7 @@ import re
 from datetime import date
 
 from pulsecart_cli import pubsub
-from tests.helpers import insert_events, utc
-from tests.test_reconcile import add_watcher, drain, event, publish_dead_letters
+from tests.helpers import add_watcher, drain, event, insert_events, publish_dead_letters, utc
 
 
 def rendered(result) -> dict:
@@ -39,7 +38,7 @@ def test_metrics_and_reconcile_render(airflow):
     sensor = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "wait_for_prior_day_events",
                               "2025-01-01T03:00:00+00:00"))
     assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2024-12-31 --grace 30m")
-    assert eval(sensor["env"])["AIRFLOW_CTX_DAG_ID"] == "pulsecart_daily_metrics"
+    assert ast.literal_eval(sensor["env"])["AIRFLOW_CTX_DAG_ID"] == "pulsecart_daily_metrics"
 
     plain = rendered(airflow("tasks", "render", "pulsecart_dead_letter_reconciliation", "reconcile_user_actions",
                              "2025-03-04T06:00:00+00:00"))

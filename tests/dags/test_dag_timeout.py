@@ -7,8 +7,7 @@ from datetime import date
 
 import pytest
 
-from tests.dags.conftest import AIRFLOW, DAGS, airflow_uri
-from tests.helpers import insert_events, utc
+from tests.helpers import AIRFLOW, DAGS, airflow_uri, insert_events, utc
 
 # The first attempt's statement sleeps far past the task's timeout; a sequence is not rolled back,
 # so the retry runs at full speed.

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.dags.conftest import AIRFLOW, DAGS, airflow_uri, body
+from tests.helpers import AIRFLOW, DAGS, airflow_uri, body
 
 pytestmark = pytest.mark.airflow
 
