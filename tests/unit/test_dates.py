@@ -1,0 +1,140 @@
+"""Days, windows, durations and times for people: pure parsing, no database."""
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+
+from pulsecart_cli import dates
+from pulsecart_cli.dates import (
+    FIRST_DAY,
+    LAST_DAY,
+    day_bounds,
+    days_between,
+    parse_day,
+    parse_window,
+    select_days,
+    when,
+)
+from pulsecart_cli.errors import UsageError
+from pulsecart_cli.status import MAX_DURATION, parse_duration
+
+TODAY = date(2025, 3, 10)
+
+
+@pytest.fixture
+def today(monkeypatch):
+    """Pin today (UTC) to 2025-03-10."""
+    monkeypatch.setattr(dates, "today_utc", lambda: TODAY)
+    return TODAY
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-03-01", date(2025, 3, 1)),
+    (" 2025-03-01 ", date(2025, 3, 1)),
+    ("today", TODAY),
+    ("Yesterday", TODAY - timedelta(days=1)),
+    (str(FIRST_DAY), FIRST_DAY),
+    (str(LAST_DAY), LAST_DAY),
+])
+def test_parse_day(today, text, expected):
+    assert parse_day(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("2025-02-29", "invalid --date '2025-02-29': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+    ("2025-3-1", "invalid --date '2025-3-1': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+    ("20250301", "invalid --date '20250301': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+    ("", "invalid --date '': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+    ("0001-01-01", "--date 0001-01-01 is out of range: expected a day from 0002-01-01 to 9998-12-31"),
+    ("9999-12-31", "--date 9999-12-31 is out of range: expected a day from 0002-01-01 to 9998-12-31"),
+])
+def test_a_bad_day_is_a_usage_error(text, message):
+    with pytest.raises(UsageError) as raised:
+        parse_day(text)
+    assert raised.value.message == message
+    assert raised.value.exit_code == 2
+
+
+def test_parse_window_is_every_day_oldest_first():
+    assert parse_window("2025-02-27..2025-03-02") == [date(2025, 2, 27), date(2025, 2, 28), date(2025, 3, 1),
+                                                       date(2025, 3, 2)]
+    assert parse_window("2025-03-01..2025-03-01") == [date(2025, 3, 1)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("2025-03-01", "invalid window '2025-03-01': expected A..B, e.g. 2025-03-01..2025-03-07"),
+    ("2025-03-01..", "invalid window '2025-03-01..': expected A..B, e.g. 2025-03-01..2025-03-07"),
+    ("2025-03-02..2025-03-01", "reversed window '2025-03-02..2025-03-01': 2025-03-02 is after 2025-03-01"),
+    ("2025-03-01..soon", "invalid --window 'soon': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+])
+def test_a_bad_window_is_a_usage_error(text, message):
+    with pytest.raises(UsageError, match="^" + message.replace(".", r"\.") + "$"):
+        parse_window(text)
+
+
+def test_days_between_includes_both_ends():
+    assert days_between(date(2024, 12, 31), date(2025, 1, 1)) == [date(2024, 12, 31), date(2025, 1, 1)]
+    assert days_between(date(2025, 1, 2), date(2025, 1, 1)) == []
+
+
+def test_select_days_takes_exactly_one_of_date_and_window(today):
+    assert select_days("2025-03-09", None) == [date(2025, 3, 9)]
+    assert select_days(None, "2025-03-08..today") == [date(2025, 3, 8), date(2025, 3, 9), TODAY]
+    for date_text, window_text in ((None, None), ("2025-03-09", "2025-03-08..2025-03-09")):
+        with pytest.raises(UsageError, match=r"^give exactly one of --date D or --window A\.\.B$"):
+            select_days(date_text, window_text)
+
+
+@pytest.mark.parametrize(("date_text", "window_text", "message"), [
+    ("2025-03-11", None, ("--date: 2025-03-11 is in the future (today is 2025-03-10 UTC); "
+                         "a day can be processed from the day itself on")),
+    (None, "2025-03-09..2025-03-11", ("--window: 2025-03-11 is in the future (today is 2025-03-10 UTC); "
+                                     "a day can be processed from the day itself on")),
+])
+def test_select_days_refuses_the_future(today, date_text, window_text, message):
+    with pytest.raises(UsageError) as raised:
+        select_days(date_text, window_text)
+    assert raised.value.message == message
+
+
+def test_day_bounds_are_the_half_open_utc_day():
+    assert day_bounds(date(2025, 3, 1)) == (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("moment", "shown"), [
+    (None, "-"),
+    (datetime(2025, 3, 1, 12, 30, 5, 999, tzinfo=UTC), "2025-03-01 12:30:05+0000"),
+    (datetime(2025, 3, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))), "2025-02-28 23:00:00+0000"),
+])
+def test_when_is_utc_with_the_offset(moment, shown):
+    assert when(moment) == shown
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("0", timedelta(0)),
+    (" 0 ", timedelta(0)),
+    ("45s", timedelta(seconds=45)),
+    ("30m", timedelta(minutes=30)),
+    ("2h", timedelta(hours=2)),
+    ("1h30m", timedelta(hours=1, minutes=30)),
+    ("1h 30m 15s", timedelta(hours=1, minutes=30, seconds=15)),
+    ("720h", MAX_DURATION),
+    ("0030m", timedelta(minutes=30)),
+])
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "invalid --grace '': expected e.g. 30m, 2h, 45s or 1h30m"),
+    ("30", "invalid --grace '30': expected e.g. 30m, 2h, 45s or 1h30m"),
+    ("1d", "invalid --grace '1d': expected e.g. 30m, 2h, 45s or 1h30m"),
+    ("30m2h", "invalid --grace '30m2h': expected e.g. 30m, 2h, 45s or 1h30m"),
+    ("-5m", "invalid --grace '-5m': expected e.g. 30m, 2h, 45s or 1h30m"),
+    ("721h", "--grace '721h' is out of range: expected at most 720h (30 days)"),
+    ("9" * 5000 + "s", f"--grace '{'9' * 5000}s' is out of range: expected at most 720h (30 days)"),
+])
+def test_a_bad_duration_is_a_usage_error(text, message):
+    with pytest.raises(UsageError) as raised:
+        parse_duration(text)
+    assert raised.value.message == message
