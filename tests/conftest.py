@@ -5,6 +5,7 @@ import os
 import tempfile
 import uuid
 import warnings
+from pathlib import Path
 
 # Airflow, imported in-process by the DAG tests, must not touch ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="pulsecart-test-airflow-"))
@@ -19,6 +20,18 @@ from pulsecart_cli import emulator, migrations
 from pulsecart_cli.cli import app
 
 TEMPLATE_DB = "pulsecart_test_template"
+
+
+DAG_TESTS = Path(__file__).parent / "dags"
+
+
+def pytest_collection_modifyitems(items):
+    """Markers that follow from what a test uses: the emulator (pubsub), the DAG folder's tests (airflow)."""
+    for item in items:
+        if "pubsub_emulator" in item.fixturenames:
+            item.add_marker(pytest.mark.pubsub)
+        if DAG_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.airflow)
 
 
 @pytest.fixture(scope="session")

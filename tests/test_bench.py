@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
+@pytest.mark.pubsub  # the benchmark starts its own emulator
 def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     output = tmp_path / "latest.json"
     result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--profile", "tiny",

@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.helpers import AIRFLOW, DAGS, airflow_uri, body
 
-pytestmark = pytest.mark.airflow
+pytestmark = pytest.mark.slow
 
 PULSECART = str(Path(sys.executable).parent / "pulsecart")
 DAILY_DAGS = {"pulsecart_nightly_aggregation": "aggregate", "pulsecart_daily_metrics": "metrics"}

@@ -28,30 +28,43 @@ def today(monkeypatch):
     return TODAY
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2025-03-01", date(2025, 3, 1)),
-    (" 2025-03-01 ", date(2025, 3, 1)),
-    ("today", TODAY),
-    ("Yesterday", TODAY - timedelta(days=1)),
-    (str(FIRST_DAY), FIRST_DAY),
-    (str(LAST_DAY), LAST_DAY),
+@pytest.mark.parametrize(("parse", "text", "expected"), [
+    (parse_day, "2025-03-01", date(2025, 3, 1)),
+    (parse_day, " 2025-03-01 ", date(2025, 3, 1)),
+    (parse_day, "today", TODAY),
+    (parse_day, "Yesterday", TODAY - timedelta(days=1)),
+    (parse_day, str(FIRST_DAY), FIRST_DAY),
+    (parse_day, str(LAST_DAY), LAST_DAY),
+    (parse_duration, "0", timedelta(0)),
+    (parse_duration, " 0 ", timedelta(0)),
+    (parse_duration, "45s", timedelta(seconds=45)),
+    (parse_duration, "30m", timedelta(minutes=30)),
+    (parse_duration, "2h", timedelta(hours=2)),
+    (parse_duration, "1h30m", timedelta(hours=1, minutes=30)),
+    (parse_duration, "1h 30m 15s", timedelta(hours=1, minutes=30, seconds=15)),
+    (parse_duration, "720h", MAX_DURATION),
+    (parse_duration, "0030m", timedelta(minutes=30)),
 ])
-def test_parse_day(today, text, expected):
-    assert parse_day(text) == expected
+def test_parses(today, parse, text, expected):
+    assert parse(text) == expected
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("2025-02-29", "invalid --date '2025-02-29': expected YYYY-MM-DD, 'yesterday' or 'today'"),
-    ("2025-3-1", "invalid --date '2025-3-1': expected YYYY-MM-DD, 'yesterday' or 'today'"),
-    ("20250301", "invalid --date '20250301': expected YYYY-MM-DD, 'yesterday' or 'today'"),
-    ("", "invalid --date '': expected YYYY-MM-DD, 'yesterday' or 'today'"),
-    ("0001-01-01", "--date 0001-01-01 is out of range: expected a day from 0002-01-01 to 9998-12-31"),
-    ("9999-12-31", "--date 9999-12-31 is out of range: expected a day from 0002-01-01 to 9998-12-31"),
+BAD_DAY = "invalid --date {!r}: expected YYYY-MM-DD, 'yesterday' or 'today'"
+DAY_OUT_OF_RANGE = "--date {} is out of range: expected a day from 0002-01-01 to 9998-12-31"
+BAD_DURATION = "invalid --grace {!r}: expected e.g. 30m, 2h, 45s or 1h30m"
+DURATION_OUT_OF_RANGE = "--grace {!r} is out of range: expected at most 720h (30 days)"
+
+
+@pytest.mark.parametrize(("parse", "text", "message"), [
+    *[(parse_day, text, BAD_DAY) for text in ("2025-02-29", "2025-3-1", "20250301", "")],
+    *[(parse_day, text, DAY_OUT_OF_RANGE) for text in ("0001-01-01", "9999-12-31")],
+    *[(parse_duration, text, BAD_DURATION) for text in ("", "30", "1d", "30m2h", "-5m")],
+    *[(parse_duration, text, DURATION_OUT_OF_RANGE) for text in ("721h", "9" * 5000 + "s")],
 ])
-def test_a_bad_day_is_a_usage_error(text, message):
+def test_bad_input_is_a_usage_error(parse, text, message):
     with pytest.raises(UsageError) as raised:
-        parse_day(text)
-    assert raised.value.message == message
+        parse(text)
+    assert raised.value.message == message.format(text)
     assert raised.value.exit_code == 2
 
 
@@ -108,33 +121,3 @@ def test_day_bounds_are_the_half_open_utc_day():
 ])
 def test_when_is_utc_with_the_offset(moment, shown):
     assert when(moment) == shown
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ("0", timedelta(0)),
-    (" 0 ", timedelta(0)),
-    ("45s", timedelta(seconds=45)),
-    ("30m", timedelta(minutes=30)),
-    ("2h", timedelta(hours=2)),
-    ("1h30m", timedelta(hours=1, minutes=30)),
-    ("1h 30m 15s", timedelta(hours=1, minutes=30, seconds=15)),
-    ("720h", MAX_DURATION),
-    ("0030m", timedelta(minutes=30)),
-])
-def test_parse_duration(text, expected):
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "invalid --grace '': expected e.g. 30m, 2h, 45s or 1h30m"),
-    ("30", "invalid --grace '30': expected e.g. 30m, 2h, 45s or 1h30m"),
-    ("1d", "invalid --grace '1d': expected e.g. 30m, 2h, 45s or 1h30m"),
-    ("30m2h", "invalid --grace '30m2h': expected e.g. 30m, 2h, 45s or 1h30m"),
-    ("-5m", "invalid --grace '-5m': expected e.g. 30m, 2h, 45s or 1h30m"),
-    ("721h", "--grace '721h' is out of range: expected at most 720h (30 days)"),
-    ("9" * 5000 + "s", f"--grace '{'9' * 5000}s' is out of range: expected at most 720h (30 days)"),
-])
-def test_a_bad_duration_is_a_usage_error(text, message):
-    with pytest.raises(UsageError) as raised:
-        parse_duration(text)
-    assert raised.value.message == message
