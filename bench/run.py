@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from pulsecart_cli import emulator, migrations, pubsub
 from pulsecart_cli.dates import day_bounds, days_between
+from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.queries import parse_named
 from pulsecart_cli.reconcile import Options, Reconciler
@@ -233,7 +234,7 @@ def bench_metrics(url: str, repeats: int) -> dict:
             seed_sql(conn, "daily_metrics", D + timedelta(days=1))
             seed_error = None
         except psycopg.errors.InvalidTextRepresentation as exc:
-            seed_error = str(exc).splitlines()[0]
+            seed_error = first_line(exc)
         conn.execute(SQL["clean_totals"], {"start": start, "end": end})
         settle(conn, "VACUUM ANALYZE events")
         pulsecart = median_time(lambda: run_daily_job(url, "metrics", [D], INVOCATION), repeats)

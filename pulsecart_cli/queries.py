@@ -36,7 +36,7 @@ def query(qualified_name: str) -> str:
 
 
 def one_row(cursor: psycopg.Cursor[Row]) -> Row:
-    """The row of a query that always returns exactly one (an aggregate, ``INSERT ... RETURNING``)."""
+    """The first row of a query that always returns one (an aggregate, ``INSERT ... RETURNING``)."""
     row = cursor.fetchone()
     if row is None:
         raise LookupError("the query returned no row")
