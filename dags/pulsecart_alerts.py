@@ -17,6 +17,7 @@ import html
 import logging
 import re
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cached_property
 
@@ -33,8 +34,10 @@ SMTP_CONN_ID = "smtp_default"
 ERROR_LINE = re.compile(r"Error: .*")
 
 
-def recipients(value: str | None) -> list[str]:
-    return [address.strip() for address in (value or "").split(",") if address.strip()]
+def recipients(value: str | Iterable[str] | None) -> list[str]:
+    """The addresses in a comma-separated string (the rendered variable) or a list."""
+    addresses = (value or "").split(",") if value is None or isinstance(value, str) else value
+    return [address.strip() for address in addresses if address.strip()]
 
 
 def send(to: list[str], subject: str, fields: list[tuple[str, str]]) -> None:
@@ -51,7 +54,8 @@ class FailureEmail(SmtpNotifier):
 
     ``day`` and ``rerun`` are Jinja templates, rendered like the task's own fields when it fails."""
 
-    template_fields = (*SmtpNotifier.template_fields, "day", "rerun")
+    # Airflow's own fields plus ours (mypy reads the base class's tuple as a fixed type).
+    template_fields = (*SmtpNotifier.template_fields, "day", "rerun")  # type: ignore[assignment]
 
     def __init__(self, rerun: str, day: str = ""):
         super().__init__(to=RECIPIENTS, smtp_conn_id=SMTP_CONN_ID)
@@ -132,7 +136,8 @@ def finished_by(hours_after_logical_date: int, by: str, job: str):
     if sys.argv[1:3] == ["dags", "test"]:
         return None
     try:
-        from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+        # Experimental, not in airflow.sdk's typed exports: guarded by the except below.
+        from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback  # type: ignore[attr-defined]
 
         return DeadlineAlert(reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
                              interval=timedelta(hours=hours_after_logical_date),
@@ -164,7 +169,7 @@ class _KeepsErrorLine:
 
     @property
     def log(self):
-        log = super().log
+        log = super().log  # type: ignore[misc]  # a mixin: log is the operator's it is mixed into
         kept = self.__dict__.get("_error_line_log")
         if kept is None or kept.wrapped is not log:
             kept = self.__dict__["_error_line_log"] = _ErrorLineKept(log)
