@@ -11,12 +11,15 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from pulsecart_cli import ledger
 from tests.helpers import body, insert_events, utc
 
 UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
 RETRY_POLICY = str(Path(__file__).parent / "retry_policy")
+
+pytestmark = pytest.mark.slow  # each runs `airflow dags test` through a real SMTP server: about a minute
 
 
 def alerting(smtp_sink, recipients="ops@pulsecart.test, oncall@pulsecart.test", **extra) -> dict:

@@ -52,7 +52,6 @@ def airflow_with_short_timeout(airflow_home, db_url, tmp_path):
     return run
 
 
-@pytest.mark.slow
 def test_a_task_killed_by_its_timeout_is_retried_cleanly(airflow_with_short_timeout, conn):
     insert_events(conn, [
         ("alice", "order.placed", utc(2025, 3, 3, 12)),
