@@ -360,8 +360,9 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
             render.out().print(shlex.join(plan.command()), markup=False, soft_wrap=True)
             render.message(note)
         return 0
+    airflow = schedules.find_airflow()
     render.message(f"running: {shlex.join(plan.command())}")
-    result = schedules.run(plan)
+    result = schedules.run(plan, airflow)
     for text, stream in ((result.stdout, sys.stderr if as_json else sys.stdout), (result.stderr, sys.stderr)):
         stream.write(text)
     failed = schedules.failure(result)

@@ -73,13 +73,17 @@ def backfill(job: str, days: list[date], max_active_runs: int, dry_run: bool = F
     return Backfill(DAGS[job], min(days), max(days), max_active_runs, dry_run)
 
 
-def run(plan: Backfill, timeout_s: float = 600) -> subprocess.CompletedProcess:
-    """Run the backfill command with the ``airflow`` on PATH; its output is returned, not printed
-    (``failure`` says what went wrong when it exited non-zero)."""
+def find_airflow() -> str:
     airflow = shutil.which("airflow")
     if airflow is None:
         raise ConfigError("no airflow command on PATH",
                           hint="run it where Airflow is installed, or drop --run and run the printed command there")
+    return airflow
+
+
+def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
+    """Run the backfill command; its output is returned, not printed (``failure`` says what went wrong
+    when it exited non-zero)."""
     return subprocess.run(plan.command(airflow), capture_output=True, text=True, check=False, timeout=timeout_s)
 
 
