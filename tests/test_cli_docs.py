@@ -54,9 +54,17 @@ def examples(text: str) -> list[str]:
     return block
 
 
+# Eager options whose callbacks act (install into ~/.bashrc) rather than print: checked by name only.
+ACTING = {"--install-completion", "--show-completion"}
+
+
 def parse(argv: list[str]) -> None:
     """Run argv through the CLI's parser, down to the command, with every value converted and checked
     (Enum choices, ranges), and the dates and windows parsed as the commands parse them. Invokes nothing."""
+    if argv and argv[0] in ACTING:
+        assert argv[1:] in ([], ["bash"], ["zsh"], ["fish"], ["powershell"]), argv
+        assert argv[0] in help_text("pulsecart")
+        return
     command, name, args, parent = ROOT, "pulsecart", list(argv), None
     while True:
         try:
