@@ -19,7 +19,17 @@ from rich.markup import escape
 from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
 from typer.core import TyperGroup
 
-from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, redaction, render, schedules
+from pulsecart_cli import (
+    __version__,
+    database,
+    embedded,
+    migrations,
+    pubsub,
+    quarantine,
+    redaction,
+    render,
+    schedules,
+)
 from pulsecart_cli.dates import days_between, parse_day, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,

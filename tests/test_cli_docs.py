@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer._click import exceptions as click_exceptions
 from typer.core import TyperGroup
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -159,7 +158,7 @@ def test_every_pulsecart_line_in_the_readme_parses(line):
     ["dev", "db"],
 ])
 def test_the_parser_check_can_fail(argv):
-    with pytest.raises(Exception):  # noqa: B017, PT011 - a usage error of any kind
+    with pytest.raises(Exception):  # noqa: B017 - a usage error of any kind
         parse(argv)
 
 
