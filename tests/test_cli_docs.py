@@ -203,3 +203,15 @@ def test_shell_completion_completes_commands_and_option_values():
     assert set(complete("pulsecart runs --job ").split()) == {"aggregate", "metrics", "reconcile"}
     assert "--via" in complete("pulsecart metrics --v").split()
     assert "--install-completion" in help_text("pulsecart")
+
+
+def test_the_readme_shows_what_via_airflow_prints(monkeypatch):
+    """A README line `pulsecart … --via airflow` followed by `# airflow backfill create …` shows its real output."""
+    monkeypatch.setenv("PULSECART_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/unused")
+    text = README.read_text()
+    pairs = re.findall(r"^pulsecart (.*--via airflow[^#\n]*)\n# (airflow backfill create .*)$", text, re.MULTILINE)
+    assert len(pairs) >= 2
+    for args, shown in pairs:
+        result = CliRunner().invoke(app, shlex.split(args))
+        assert result.exit_code == 0, result.output
+        assert result.stdout == shown + "\n"
