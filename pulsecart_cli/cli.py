@@ -783,32 +783,38 @@ def db_status(database_url: DatabaseUrl = None) -> None:
     migrations.refuse_newer(applied)
 
 
+HomeOpt = Annotated[str | None, typer.Option(
+    "--home", metavar="DIR", envvar="PULSECART_HOME",
+    help="Where the embedded database lives (DIR/pgdata). Default: ./.pulsecart.")]
+
+
 @dev_db_app.command("start")
-def dev_db_start() -> None:
+def dev_db_start(home: HomeOpt = None) -> None:
     """Start the embedded PostgreSQL (no-op when it runs).
 
     \b
     Examples:
       pulsecart dev db start
-      PULSECART_HOME=/tmp/scratch pulsecart dev db start
+      pulsecart dev db start --home /tmp/scratch
     """
-    uri, started = embedded.start()
+    uri, started = embedded.start(home)
     render.out().print(f"{'started' if started else 'already running'}: {uri}")
 
 
 @dev_db_app.command("stop")
-def dev_db_stop() -> None:
+def dev_db_stop(home: HomeOpt = None) -> None:
     """Stop the embedded PostgreSQL.
 
     \b
     Examples:
       pulsecart dev db stop
+      PULSECART_HOME=.pulsecart/demo pulsecart dev db stop
     """
-    render.out().print("stopped" if embedded.stop() else "not running")
+    render.out().print("stopped" if embedded.stop(home) else "not running")
 
 
 @dev_db_app.command("url")
-def dev_db_url() -> None:
+def dev_db_url(home: HomeOpt = None) -> None:
     """Print the embedded PostgreSQL's URL, starting it when needed.
 
     \b
@@ -816,7 +822,7 @@ def dev_db_url() -> None:
       export PULSECART_DATABASE_URL=$(pulsecart dev db url)
       psql "$(pulsecart dev db url)"
     """
-    print(embedded.start()[0])
+    print(embedded.start(home)[0])
 
 
 def main() -> None:

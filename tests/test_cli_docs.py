@@ -20,7 +20,8 @@ from pulsecart_cli.dates import parse_day, parse_window
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROOT = get_command(app)
-ENV_VARS = {"--database-url": ["PULSECART_DATABASE_URL"], "--project": ["PULSECART_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"]}
+ENV_VARS = {"--database-url": ["PULSECART_DATABASE_URL"], "--home": ["PULSECART_HOME"],
+            "--project": ["PULSECART_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"]}
 # Lines with a typed `pulsecart` command: after a shell word boundary, `$(`, or a path to the executable.
 INVOCATION = re.compile(r"(?:^|(?<=[\s(]))(?:\S*/)?pulsecart\s+(?P<args>[^|>;)#\n]*)")
 
