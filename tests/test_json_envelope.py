@@ -84,3 +84,14 @@ def test_the_list_commands_wrap_their_rows(cli, entry):
     assert list(runs) == ["ok", "runs"] and [r["job"] for r in runs["runs"]] == ["aggregate"]
     listed = envelope(cli("quarantine", "list", "--json"), 0)
     assert list(listed) == ["ok", "entries"] and [e["id"] for e in listed["entries"]] == [entry]
+
+
+@pytest.mark.parametrize(("argv", "code"), [
+    (["aggregate", "--date", "2025-02-30", "--json"], 2),
+    (["runs", "--json", "--database-url", "postgresql://nobody@127.0.0.1:1/x"], 1),
+])
+def test_a_failure_before_any_result_leaves_stdout_empty(cli, argv, code):
+    result = cli(*argv)
+    assert result.exit_code == code
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ")
