@@ -297,8 +297,8 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
                       "--stale": selection.stale, "--if-missing": if_missing}
         given = [flag for flag, on in local_only.items() if on]
         if given:
-            raise UsageError(f"{', '.join(given)} goes with --via local: Airflow picks the days to rerun by its own "
-                             "runs (--reprocess-behavior failed)")
+            raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, a day runs again when "
+                             "its latest Airflow run failed: --reprocess-behavior failed)")
         plan = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
         return _via_airflow(plan, run_it, as_json)
     if run_it or max_active_runs is not None:

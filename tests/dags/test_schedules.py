@@ -58,8 +58,8 @@ def test_the_printed_command(job, first, last, from_date, to_date):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--via", "airflow", "--only-missing"], "--only-missing goes with --via local"),
-    (["--via", "airflow", "--keep-going", "--wait"], "--keep-going, --wait goes with --via local"),
+    (["--via", "airflow", "--only-missing"], "--only-missing: only with --via local"),
+    (["--via", "airflow", "--keep-going", "--wait"], "--keep-going, --wait: only with --via local"),
     (["--run"], "--run and --max-active-runs go with --via airflow"),
     (["--max-active-runs", "2"], "--run and --max-active-runs go with --via airflow"),
     (["--via", "airflow", "--max-active-runs", "0"], "Invalid value for '--max-active-runs'"),
