@@ -138,6 +138,11 @@ def test_every_example_in_help_parses(path):
 README_LINES = readme_code_lines()
 
 
+@pytest.mark.parametrize("path", sorted(COMMANDS))
+def test_the_readme_mentions_every_command(path):
+    assert path in README.read_text()
+
+
 def test_the_readme_has_commands_to_check():
     assert len(README_LINES) > 20
     assert any("--via airflow" in line for line in README_LINES)
