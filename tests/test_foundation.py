@@ -1,8 +1,6 @@
 """The foundation: migrations, configuration, the embedded default, seeding, and errors."""
 
-import os
 from datetime import date
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -195,25 +193,3 @@ def test_version_and_module_entry_point():
     result = run_pulsecart("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("pulsecart ")
-
-
-def test_every_command_has_help_with_an_example():
-    import typer.main
-
-    from pulsecart_cli.cli import app
-
-    def walk(group, path):
-        for name, command in group.commands.items():
-            if hasattr(command, "commands"):
-                yield from walk(command, [*path, name])
-            else:
-                yield [*path, name], command
-
-    commands = list(walk(typer.main.get_command(app), []))
-    assert len(commands) >= 7
-    for path, command in commands:
-        assert command.help and "Example:" in command.help, f"{' '.join(path)} lacks help with an example"
-    assert os.path.exists("README.md")
-    readme = Path("README.md").read_text()
-    for path, _ in commands:
-        assert f"pulsecart {' '.join(path)}" in readme, f"README does not mention pulsecart {' '.join(path)}"

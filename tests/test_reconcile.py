@@ -170,7 +170,7 @@ def test_replay_and_discard(topology, cli, conn):
     assert '{"user_id": "u9"}' in cli("quarantine", "show", str(first_id)).stdout
 
     listed = cli("quarantine", "list", "--topic", "commerce-events", "--reason", "event_type", "--json")
-    assert [e["id"] for e in json.loads(listed.stdout)] == [first_id]
+    assert [e["id"] for e in json.loads(listed.stdout)["entries"]] == [first_id]
 
     replayed = cli("quarantine", "replay", str(first_id), "--note", "consumer fixed")
     assert replayed.exit_code == 0, replayed.output

@@ -137,12 +137,12 @@ def test_a_killed_run_reads_as_failed_at_once_without_another_run(cli, conn, db_
     text = cli("status", "--job", "metrics", "--end", "2025-03-03", "--days", "3").stdout
     assert "··✗" in text and "no gaps" not in text
 
-    listed = json.loads(cli("runs", "--json").stdout)
+    listed = json.loads(cli("runs", "--json").stdout)["runs"]
     assert [(r["status"], r["error"], r["duration_s"]) for r in listed] == [
         ("failed", "abandoned: the process ended without finishing (its lock was free)", None)]
     assert "abandoned" in cli("runs").stdout
-    assert len(json.loads(cli("runs", "--status", "failed", "--json").stdout)) == 1
-    assert json.loads(cli("runs", "--status", "running", "--json").stdout) == []
+    assert len(json.loads(cli("runs", "--status", "failed", "--json").stdout)["runs"]) == 1
+    assert json.loads(cli("runs", "--status", "running", "--json").stdout) == {"ok": True, "runs": []}
 
     plan = json.loads(cli("metrics", "--window", "2025-03-01..2025-03-05", "--only-failed", "--dry-run",
                           "--json").stdout)
@@ -225,4 +225,4 @@ def test_the_database_dying_mid_window_says_which_days_committed(conn, db_url, j
     assert [(d, s) for d, s, _ in runs(conn)] == [
         (date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded"), (D, "running")]
     assert json.loads(run_pulsecart("runs", "--json", "--limit", "1",
-                                    env={"PULSECART_DATABASE_URL": db_url}).stdout)[0]["status"] == "failed"
+                                    env={"PULSECART_DATABASE_URL": db_url}).stdout)["runs"][0]["status"] == "failed"

@@ -280,14 +280,18 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
 
     deployment.airflow("dags", "unpause", "-y", "--treat-dag-id-as-regex",
                        "^(pulsecart_nightly_aggregation|pulsecart_daily_metrics)$")
-    creates = [subprocess.Popen([AIRFLOW, "backfill", "create", "--dag-id", dag_id,
-                                 "--from-date", FROM_DATE.isoformat(), "--to-date", TO_DATE.isoformat(),
-                                 "--reprocess-behavior", "failed", "--max-active-runs", "3"],
-                                env=deployment.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-               for dag_id in DAILY_DAGS]
+    # Days FIRST … LAST through Airflow, as an operator asks for them: pulsecart computes the run range
+    # (FROM_DATE … TO_DATE) and runs `airflow backfill create` with the airflow on PATH.
+    path = f"{Path(AIRFLOW).parent}{os.pathsep}{os.environ['PATH']}"
+    creates = [subprocess.Popen([PULSECART, job, "--window", f"{FIRST}..{LAST}", "--via", "airflow", "--run",
+                                 "--max-active-runs", "3"],
+                                env=deployment.env | {"PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+               for job in DAILY_DAGS.values()]
     for process in creates:
         out, _ = process.communicate(timeout=300)
         assert process.returncode == 0, out[-3000:]
+        assert f"--from-date {FROM_DATE} --to-date {TO_DATE} --reprocess-behavior failed --max-active-runs 3" in out
 
     # Meanwhile, the truth: one serial window of each job over the same days on the same events.
     window = f"{FIRST}..{LAST}"
@@ -317,6 +321,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
                                " WHERE run_date NOT BETWEEN %s AND %s", (FIRST, LAST)).fetchall()
     assert ledger == [(job, day, "succeeded", "airflow", backfill_run_id(dag_id, day))
                       for dag_id, job in sorted(DAILY_DAGS.items(), key=lambda item: item[1]) for day in DAYS]
+    pulsecart(db_url, "status", "--end", str(LAST), "--days", str(len(DAYS)), "--check")  # exit 0: all succeeded
     # The first unpause also makes one run per DAG for the latest slot (catchup=False), for yesterday
     # (UTC): both DAGs' sensors hold it, since those events never arrive here, so it records nothing.
     assert outside == [], outside
