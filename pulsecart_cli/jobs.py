@@ -35,7 +35,8 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     (held until commit), so it sees every count committed before it: whatever the order or parallelism
     of runs, the last one to change a day's counts rescored every as-of day that reads them. Scores are
     carried forward from the day before (+ D, - D-7) whenever those are fresh: half the work of
-    grouping seven days. ``personalization_scores`` is a view of the newest aggregated day's scores."""
+    grouping seven days; D's own are kept when already computed from these counts (a rerun on
+    unchanged data). ``personalization_scores`` is a view of the newest aggregated day's scores."""
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
     conn.execute(query("aggregate.begin_day"))
@@ -43,7 +44,12 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
     conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written)})
-    scored_users, from_previous, history_written = _score(conn, day)
+    scores_kept = _scores_fresh(conn, day)  # computed from these very counts: recomputing writes nothing
+    if scores_kept:
+        from_previous, history_written = False, 0
+        scored_users = one_row(conn.execute(query("aggregate.scored_users"), params))[0]
+    else:
+        scored_users, from_previous, history_written = _score(conn, day)
     refreshed = [row[0] for row in conn.execute(
         query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
     for as_of in refreshed:
@@ -53,7 +59,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
         rows=aggregate_rows,
         details={"aggregate_rows": aggregate_rows, "scored_users": scored_users,
                  "aggregates_written": sum(counts_written), "history_written": history_written,
-                 "scores_from_previous_day": from_previous,
+                 "scores_from_previous_day": from_previous, "scores_kept": scores_kept,
                  "scores_refreshed": [str(d) for d in refreshed],
                  "current_scores_as_of": str(current_as_of) if current_as_of else None,
                  "current_scores_updated": current_as_of is not None and (current_as_of == day or current_as_of in refreshed)},
@@ -75,12 +81,17 @@ def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], No
 def _score(conn: psycopg.Connection, as_of: date) -> tuple[int, bool, int]:
     """Replace the scores as of ``as_of``, carried forward from the day before when those are fresh,
     and record what they were computed from. Returns (users scored, carried forward, rows written)."""
-    row = conn.execute(query("aggregate.scores_fresh"), {"day": as_of - timedelta(days=1)}).fetchone()
-    from_previous = bool(row and row[0])
+    from_previous = _scores_fresh(conn, as_of - timedelta(days=1))
     scored_users, *written = one_row(conn.execute(
         query("aggregate.replace_history"), {"day": as_of, "from_previous": from_previous}))
     conn.execute(query("aggregate.record_scores"), {"day": as_of})
     return scored_users, from_previous, sum(written)
+
+
+def _scores_fresh(conn: psycopg.Connection, as_of: date) -> bool:
+    """Whether the stored scores as of ``as_of`` were computed from the counts as they are now."""
+    row = conn.execute(query("aggregate.scores_fresh"), {"day": as_of}).fetchone()
+    return bool(row and row[0])
 
 
 def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:

@@ -174,7 +174,8 @@ def _notes(result: UnitResult) -> str:
         return note
     if result.job == "aggregate":
         d = result.details
-        note = f"{d['scored_users']} users scored; current scores as of {d['current_scores_as_of']}"
+        kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
+        note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
         if d["scores_refreshed"]:
             note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
         return note

@@ -131,3 +131,24 @@ def test_scores_changed_by_hand_are_stale_and_not_carried(cli, conn):
     assert history(conn, day(4)) == {"alice": 4}
     assert cli("aggregate", "--window", f"{day(1)}..{day(4)}", "--stale").exit_code == 0
     assert all_history(conn) == scores_by_definition(conn)
+
+
+def kept_and_written(result_stdout: str) -> list[tuple[bool, int]]:
+    return [(d["details"]["scores_kept"], d["details"]["history_written"]) for d in json.loads(result_stdout)["days"]]
+
+
+def test_a_rerun_on_unchanged_counts_keeps_the_scores_and_a_changed_input_recomputes_them(cli, conn):
+    insert_events(conn, [("alice", "product.viewed", at(n)) for n in range(1, 5)] + [("bob", "order.placed", at(3))])
+    assert cli("aggregate", "--window", f"{day(1)}..{day(4)}").exit_code == 0
+
+    rerun = cli("aggregate", "--window", f"{day(3)}..{day(4)}", "--json")
+    assert kept_and_written(rerun.stdout) == [(True, 0), (True, 0)]
+    assert [d["details"]["scored_users"] for d in json.loads(rerun.stdout)["days"]] == [2, 2]
+    assert "(kept: already computed from these counts)" in cli("aggregate", "--date", str(day(4))).output
+
+    conn.execute("UPDATE personalization_score_history SET score = 99 WHERE as_of = %s", (day(4),))
+    insert_events(conn, [("bob", "cart.item_added", at(3))])       # late: changes day 3's counts
+    rerun = cli("aggregate", "--window", f"{day(3)}..{day(4)}", "--json")
+    assert kept_and_written(rerun.stdout) == [(False, 1), (False, 2)]
+    assert history(conn, day(4)) == {"alice": 4, "bob": 13}
+    assert all_history(conn) == scores_by_definition(conn)

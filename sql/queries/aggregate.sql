@@ -87,6 +87,9 @@ WHERE a.day > %(day)s AND a.day <= %(day)s::date + 6
                                 WHERE c.day BETWEEN a.day - 6 AND a.day), true)
 ORDER BY a.day;
 
+-- name: scored_users
+SELECT count(*) FROM personalization_score_history WHERE as_of = %(day)s;
+
 -- name: record_scores
 UPDATE aggregated_days a
 SET scores_from = (SELECT max(c.counts_version) FROM aggregated_days c WHERE c.day BETWEEN a.day - 6 AND a.day)
