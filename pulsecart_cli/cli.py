@@ -340,27 +340,32 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
         run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
                             on_day_start=on_start, on_day_done=on_done,
                             notify=lambda note: render.message(f"note: {note}"))
+    return _report_daily(job, [d for d, _ in plan], run, as_json)
+
+
+def _report_daily(job: str, days: list[date], run, as_json: bool) -> int:
+    """Print a run over ``days`` (its table or --json) and return its exit code."""
     for note in run.notes:
         render.message(f"note: {note}")
     if as_json:
         render.print_json(render.day_results_json(job, run))
     elif run.results or run.stopped_by is None:
         render.out().print(render.day_results_table(job, run.results))
-        not_run = len(plan) - len(run.results)
+        not_run = len(days) - len(run.results)
         if not_run and not run.interrupted and run.stopped_by is None:
             render.message(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
-    not_run = len(plan) - len(run.results)
+    not_run = len(days) - len(run.results)
     if run.interruption is not None:
         rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
         what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
         return _fail(f"{run.interruption.reason}: {what}; {not_run} day(s) not run", run.interruption.exit_code)
     if run.stopped_by is not None:
-        raise _stopped(job, [d for d, _ in plan], run) from run.stopped_by
+        raise _stopped(job, days, run) from run.stopped_by
     if not run.ok:
-        failed = [r for r in run.results if r.status != "succeeded"]
+        failed = [r for r in run.results if not r.completed]
         errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
         later = f"; {not_run} later day(s) not run" if not_run else ""
-        return _fail(f"{job} failed on {len(failed)} of {len(plan)} day(s): {errors}{later}", EXIT_FAILURE)
+        return _fail(f"{job} failed on {len(failed)} of {len(days)} day(s): {errors}{later}", EXIT_FAILURE)
     return 0
 
 
@@ -394,8 +399,8 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
 
 def _stopped(job: str, days: list[date], run) -> PulsecartError:
     """The error that stopped a run before its end (a busy lock, a lost connection), with what stands."""
-    committed = [r.run_date for r in run.results if r.status == "succeeded"]
-    failed = [r.run_date for r in run.results if r.status != "succeeded"]
+    committed = [r.run_date for r in run.results if r.completed]
+    failed = [r.run_date for r in run.results if not r.completed]
     not_committed = [d for d in days if d not in committed and d not in failed]
     standing = "; ".join(f"{label}: {render.day_list(ds)}" for label, ds in (
         ("committed", committed), ("failed", failed), ("not committed", not_committed)) if ds)
@@ -462,6 +467,34 @@ def metrics(
     """
     return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
                       Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it, max_active_runs)
+
+
+@app.command()
+def forget(
+    job: Annotated[DailyJob, typer.Argument(metavar="JOB", help="The job whose results to remove.")],
+    date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
+    as_json: JsonOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+) -> int:
+    """Remove a day's results, as if the job had never run for it (a mistyped --date, say).
+
+    aggregate: deletes the day's event_aggregates, its score history and its record, and rescores the
+    aggregated as-of days D+1 … D+6 that read its counts; the current scores move back to the newest
+    aggregated day that remains. metrics: deletes the day's daily_metrics row. The ledger records a
+    `forgotten` run and status shows the day as never run; running the job for the day again brings
+    everything back (results are computed from events). Days after today are accepted here.
+
+    \b
+    Examples:
+      pulsecart forget aggregate --date 2026-03-08
+      pulsecart forget metrics --window 2025-03-01..2025-03-02 --json
+    """
+    days = select_days(date_text, window_text, allow_future=True)
+    url = database.resolve_url(database_url)
+    with render.day_progress(job.value, len(days), enabled=not as_json and len(days) > 1) as (on_start, on_done):
+        run = run_daily_job(url, job.value, days, _invocation(trigger), wait=wait, forget=True,
+                            on_day_start=on_start, on_day_done=on_done,
+                            notify=lambda note: render.message(f"note: {note}"))
+    return _report_daily(job.value, days, run, as_json)
 
 
 @app.command()

@@ -51,8 +51,9 @@ def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-def select_days(date_text: str | None, window_text: str | None) -> list[date]:
-    """Exactly one of --date and --window, never after today (UTC): a day that has not happened has no data."""
+def select_days(date_text: str | None, window_text: str | None, allow_future: bool = False) -> list[date]:
+    """Exactly one of --date and --window, never after today (UTC): a day that has not happened has no data
+    (``allow_future``: for removing what an earlier pulsecart wrote for such days)."""
     if date_text is not None and window_text is None:
         days = [parse_day(date_text)]
     elif window_text is not None and date_text is None:
@@ -60,7 +61,7 @@ def select_days(date_text: str | None, window_text: str | None) -> list[date]:
     else:
         raise UsageError("give exactly one of --date D or --window A..B")
     today = today_utc()
-    if days[-1] > today:
+    if days[-1] > today and not allow_future:
         option = "--date" if date_text is not None else "--window"
         raise UsageError(f"{option}: {days[-1]} is in the future (today is {today} UTC); "
                          "a day can be processed from the day itself on")

@@ -111,6 +111,30 @@ def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayCo
     )
 
 
+def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+    """D as if never aggregated: its counts, its scores and its record go, and the aggregated as-of days
+    D+1 .. D+6 that read its counts are rescored (except those this run forgets later). The current
+    scores move back to the newest aggregated day that remains."""
+    conn.execute(query("aggregate.begin_day"))
+    _lock_scores(conn, day, context.notify)
+    counts_removed, scores_removed = one_row(conn.execute(query("aggregate.forget_day"), {"day": day}))
+    refreshed = [row[0] for row in conn.execute(
+        query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
+    history_written = sum(_score(conn, as_of)[2] for as_of in refreshed)
+    current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
+    return Outcome(
+        rows=counts_removed + scores_removed, status="forgotten",
+        details={"counts_removed": counts_removed, "scores_removed": scores_removed,
+                 "history_written": history_written, "scores_refreshed": [str(d) for d in refreshed],
+                 "current_scores_as_of": str(current_as_of) if current_as_of else None})
+
+
+def forget_metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+    """D's daily_metrics row removed."""
+    removed = one_row(conn.execute(query("metrics.forget_day"), {"day": day}))[0]
+    return Outcome(rows=removed, status="forgotten", details={"metrics_removed": removed})
+
+
 def _plain(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
@@ -121,6 +145,9 @@ class DayJob(Protocol):
 
 DAILY_JOBS: dict[str, DayJob] = {
     "aggregate": aggregate_day, "metrics": metrics_day}
+# What `pulsecart forget JOB` does to one day.
+FORGET_JOBS: dict[str, DayJob] = {
+    "aggregate": forget_aggregate_day, "metrics": forget_metrics_day}
 # Jobs whose day waits for ``DayContext.wait_for_previous_day``: a window runs two of their days at once,
 # committing in order.
 OVERLAPPING_JOBS = {"aggregate"}

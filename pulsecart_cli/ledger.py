@@ -39,6 +39,7 @@ class Outcome:
     rows: int
     details: dict = field(default_factory=dict)
     error: str | None = None  # set when the work finished but did not fully succeed
+    status: str | None = None  # the ledger status when not succeeded/failed: "forgotten"
 
 
 @dataclass
@@ -59,6 +60,11 @@ class UnitResult:
     @property
     def interrupted(self) -> bool:
         return self.interruption is not None
+
+    @property
+    def completed(self) -> bool:
+        """Did what it was asked: ran (succeeded) or, for `pulsecart forget`, removed the day's results."""
+        return self.status in ("succeeded", "forgotten")
 
     @property
     def abandoned(self) -> bool:
@@ -124,7 +130,7 @@ def run_unit(
             else:
                 outcome = work(conn)
             result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
-            result.status = "failed" if outcome.error else "succeeded"
+            result.status = "failed" if outcome.error else outcome.status or "succeeded"
         except KeyboardInterrupt as exc:
             result.interruption = Interrupted.of(exc)
             result.status, result.error = "failed", result.interruption.reason

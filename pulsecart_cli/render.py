@@ -25,7 +25,7 @@ from pulsecart_cli.dates import when
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import UnitResult
 
-STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow"}
+STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow", "forgotten": "cyan"}
 
 
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80
@@ -166,6 +166,14 @@ def quarantine_entry(entry: dict, max_bytes: int) -> str:
 def _notes(result: UnitResult) -> str:
     if result.error:
         return cell(first_line(result.error))
+    if result.status == "forgotten":
+        d = result.details
+        if result.job == "metrics":
+            return f"{d['metrics_removed']} daily_metrics row removed"
+        note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed"
+        if d["scores_refreshed"]:
+            note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
+        return note + f"; current scores as of {d['current_scores_as_of']}"
     if result.job == "metrics":
         d = result.details
         note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"

@@ -11,7 +11,7 @@ import psycopg
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
 from pulsecart_cli.errors import Interrupted, LockBusy, PulsecartError
-from pulsecart_cli.jobs import DAILY_JOBS, OVERLAPPING_JOBS, DayContext
+from pulsecart_cli.jobs import DAILY_JOBS, FORGET_JOBS, OVERLAPPING_JOBS, DayContext
 from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
@@ -47,7 +47,7 @@ class DailyRun:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and self.stopped_by is None and all(r.status == "succeeded" for r in self.results)
+        return not self.interrupted and self.stopped_by is None and all(r.completed for r in self.results)
 
 
 def run_daily_job(
@@ -61,14 +61,16 @@ def run_daily_job(
     on_day_start: Callable[[date], None] = lambda day: None,
     on_day_done: Callable[[UnitResult], None] = lambda result: None,
     notify: Callable[[str], None] = lambda message: None,
+    forget: bool = False,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
     Stops at the first failed day unless ``keep_going``, at Ctrl-C, SIGTERM or SIGHUP (the current day
-    rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand)."""
+    rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
+    ``forget``: remove each day's results instead (`pulsecart forget`), under the same lock and ledger."""
     days = sorted(days)
-    if job in OVERLAPPING_JOBS and len(days) > 1:
+    if job in OVERLAPPING_JOBS and len(days) > 1 and not forget:
         return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(on_day_start, on_day_done)
-    day_job = DAILY_JOBS[job]
+    day_job = FORGET_JOBS[job] if forget else DAILY_JOBS[job]
     run = DailyRun()
     with connection(url) as conn:
         require_current(conn)
@@ -96,7 +98,7 @@ def _next_day_may_run(result: UnitResult | None, keep_going: bool) -> bool:
     """After this day (None: it never got to run), may the window's next day run?"""
     if result is None or result.interrupted or result.abandoned:
         return False
-    return result.status == "succeeded" or keep_going
+    return result.completed or keep_going
 
 
 DAYS_IN_FLIGHT = 2

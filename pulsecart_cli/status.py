@@ -10,7 +10,7 @@ from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.queries import one_row, query
 
-RUN_STATUSES = ("running", "succeeded", "failed")
+RUN_STATUSES = ("running", "succeeded", "failed", "forgotten")
 RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
                "finished_at", "duration_s", "rows_written", "error")
 

@@ -71,8 +71,7 @@ WHERE %(counts_changed)s;
 
 -- name: scores_fresh
 -- Whether the stored scores as of D were computed from the counts of D-6 .. D as they are now.
-SELECT coalesce(a.scores_from >= (SELECT max(c.counts_version) FROM aggregated_days c
-                                  WHERE c.day BETWEEN a.day - 6 AND a.day), false)
+SELECT coalesce(a.scores_from >= scores_input_version(a.day), false)
 FROM aggregated_days a
 WHERE a.day = %(day)s;
 
@@ -83,8 +82,7 @@ SELECT a.day
 FROM aggregated_days a
 WHERE a.day > %(day)s AND a.day <= %(day)s::date + 6
   AND NOT a.day = ANY(%(left_to_run)s::date[])
-  AND coalesce(a.scores_from < (SELECT max(c.counts_version) FROM aggregated_days c
-                                WHERE c.day BETWEEN a.day - 6 AND a.day), true)
+  AND coalesce(a.scores_from < scores_input_version(a.day), true)
 ORDER BY a.day;
 
 -- name: scored_users
@@ -92,7 +90,7 @@ SELECT count(*) FROM personalization_score_history WHERE as_of = %(day)s;
 
 -- name: record_scores
 UPDATE aggregated_days a
-SET scores_from = (SELECT max(c.counts_version) FROM aggregated_days c WHERE c.day BETWEEN a.day - 6 AND a.day)
+SET scores_from = scores_input_version(a.day)
 WHERE a.day = %(day)s;
 
 -- name: replace_history
@@ -155,3 +153,18 @@ SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT cou
 -- name: current_as_of
 -- The day personalization_scores (a view) shows: the newest aggregated day that is not in the future.
 SELECT max(day) FROM aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date;
+
+-- name: forget_day
+-- Under the scores lock: D as if never aggregated. The as-of days D+1 .. D+6 read D's counts: when there
+-- were any, their scores lose their record (stale) until rescored. Returns (counts removed, scores removed).
+WITH counts AS (
+    DELETE FROM event_aggregates WHERE date = %(day)s RETURNING 1
+), scores AS (
+    DELETE FROM personalization_score_history WHERE as_of = %(day)s RETURNING 1
+), record AS (
+    DELETE FROM aggregated_days WHERE day = %(day)s
+), later AS (
+    UPDATE aggregated_days SET scores_from = NULL
+    WHERE day > %(day)s AND day <= %(day)s::date + 6 AND EXISTS (SELECT FROM counts)
+)
+SELECT (SELECT count(*) FROM counts), (SELECT count(*) FROM scores);

@@ -30,3 +30,7 @@ ON CONFLICT (date) DO UPDATE SET
     revenue              = EXCLUDED.revenue,
     invalid_order_totals = EXCLUDED.invalid_order_totals
 RETURNING orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals;
+
+-- name: forget_day
+WITH removed AS (DELETE FROM daily_metrics WHERE date = %(day)s RETURNING 1)
+SELECT count(*) FROM removed;

@@ -12,9 +12,12 @@ WITH days AS (
     WHERE job = %(job)s AND run_date BETWEEN %(start)s AND %(end)s
     ORDER BY run_date, id DESC
 ), last_success AS (
+    -- A success counts until the day's results are forgotten (pulsecart forget) after it.
     SELECT run_date, max(started_at) AS started_at
-    FROM job_runs
+    FROM job_runs r
     WHERE job = %(job)s AND status = 'succeeded' AND run_date BETWEEN %(start)s AND %(end)s
+      AND NOT EXISTS (SELECT FROM job_runs f WHERE f.job = r.job AND f.run_date = r.run_date
+                                              AND f.status = 'forgotten' AND f.id > r.id)
     GROUP BY run_date
 )
 SELECT days.day,
@@ -42,11 +45,14 @@ LEFT JOIN last_success ON last_success.run_date = days.day
 ORDER BY days.day;
 
 -- name: last_success
+-- The day's latest success, unless its results were forgotten since.
 SELECT id, started_at, finished_at, trigger
-FROM job_runs
-WHERE job = %(job)s AND run_date = %(day)s AND status = 'succeeded'
-ORDER BY id DESC
-LIMIT 1;
+FROM (SELECT id, status, started_at, finished_at, trigger
+      FROM job_runs
+      WHERE job = %(job)s AND run_date = %(day)s AND status IN ('succeeded', 'forgotten')
+      ORDER BY id DESC
+      LIMIT 1) AS latest
+WHERE status = 'succeeded';
 
 -- name: newest_event
 SELECT max("timestamp") FROM events;

@@ -1,0 +1,97 @@
+"""`pulsecart forget JOB --date D`: a day's results removed as if the job had never run for it (a mistyped
+--date), what depended on them recomputed, the ledger and status telling the truth, and a rerun
+bringing everything back."""
+
+import json
+from datetime import date, timedelta
+
+from tests.helpers import history, insert_events, metrics_row, runs, utc
+from tests.test_window_scores import all_history, scores_by_definition
+
+FIRST = date(2025, 3, 1)
+WINDOW = f"{FIRST}..{FIRST + timedelta(days=7)}"
+
+
+def day(n: int) -> date:
+    return FIRST + timedelta(days=n - 1)
+
+
+def week_of_events(conn):
+    insert_events(conn, [(user, kind, utc(2025, 3, n, 12)) for n in range(1, 9)
+                         for user, kind in (("alice", "product.viewed"), ("bob", "order.placed"))
+                         if user == "alice" or n % 2])
+
+
+def current_scores(conn) -> dict:
+    return dict(conn.execute("SELECT user_id, score FROM personalization_scores").fetchall())
+
+
+def day_state(cli, job: str, on: date) -> dict:
+    status = json.loads(cli("status", "--job", job, "--end", str(on), "--days", "1", "--json").stdout)
+    return status["jobs"][job]["days"][0]
+
+
+def test_a_mistyped_day_that_became_the_current_scores_is_forgotten_and_the_real_newest_day_is_current(cli, conn):
+    week_of_events(conn)
+    assert cli("aggregate", "--window", WINDOW).exit_code == 0
+    expected = current_scores(conn)
+    assert expected == history(conn, day(8)) and expected
+    assert cli("aggregate", "--date", "2026-03-08").exit_code == 0      # the year mistyped: a past day, no events
+    assert current_scores(conn) == {}
+
+    result = cli("forget", "aggregate", "--date", "2026-03-08", "--json")
+
+    assert result.exit_code == 0, result.output
+    [forgotten] = json.loads(result.stdout)["days"]
+    assert forgotten["status"] == "forgotten"
+    assert forgotten["details"]["current_scores_as_of"] == str(day(8))
+    assert current_scores(conn) == expected
+    assert day_state(cli, "aggregate", date(2026, 3, 8))["state"] == "missing"
+    assert runs(conn)[-1][:2] == (date(2026, 3, 8), "forgotten")
+    assert "forgotten" in cli("runs", "--status", "forgotten").output
+
+
+def test_forgetting_a_day_rescores_the_days_that_read_it_and_a_rerun_restores_the_window(cli, conn):
+    week_of_events(conn)
+    assert cli("aggregate", "--window", WINDOW).exit_code == 0
+    serial = all_history(conn)
+
+    result = cli("forget", "aggregate", "--date", str(day(4)), "--json")
+
+    details = json.loads(result.stdout)["days"][0]["details"]
+    assert (details["counts_removed"], details["scores_removed"]) == (1, 2)   # alice counted; alice, bob scored
+    assert details["scores_refreshed"] == [str(day(n)) for n in range(5, 9)]
+    assert all_history(conn) == scores_by_definition(conn)              # day 4's counts are no longer read
+    assert history(conn, day(5))["alice"] == 4 and history(conn, day(4)) == {}
+    assert "0 counts and 0 scores removed" in cli("forget", "aggregate", "--date", str(day(4))).output  # again: nothing left
+    plan = cli("aggregate", "--window", WINDOW, "--only-missing", "--dry-run", "--json")
+    assert [d["date"] for d in json.loads(plan.stdout)["days"]] == [str(day(4))]
+
+    assert cli("aggregate", "--window", WINDOW, "--only-missing").exit_code == 0
+    assert all_history(conn) == serial
+    assert cli("status", "--check", "--job", "aggregate", "--end", str(day(8)), "--days", "8").exit_code == 0
+
+
+def test_forgetting_metrics_removes_the_row_and_if_missing_runs_the_day_again(cli, conn):
+    week_of_events(conn)
+    assert cli("metrics", "--date", str(day(3))).exit_code == 0
+    assert metrics_row(conn, day(3)) is not None
+
+    result = cli("forget", "metrics", "--date", str(day(3)))
+
+    assert result.exit_code == 0, result.output
+    assert "1 daily_metrics row removed" in result.output
+    assert metrics_row(conn, day(3)) is None
+    assert day_state(cli, "metrics", day(3))["state"] == "missing"
+    again = cli("metrics", "--date", str(day(3)), "--if-missing", "--json")
+    assert [d["status"] for d in json.loads(again.stdout)["days"]] == ["succeeded"]
+    assert metrics_row(conn, day(3)) is not None
+
+
+def test_forget_accepts_future_days_and_refuses_bad_input_with_exit_2(cli):
+    assert cli("forget", "aggregate", "--date", "2999-01-01").exit_code == 0
+    for args in (("forget", "reconcile", "--date", "2025-03-01"), ("forget", "aggregate"),
+                 ("forget", "aggregate", "--date", "2025-02-30")):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
