@@ -27,6 +27,10 @@ CASES = {  # command: [(argv, exit code)], run in order on one database
         (["status", "--end", DAY, "--days", "2", "--check"], 5),
     ],
     "pulsecart runs": [(["runs", "--limit", "2"], 0)],
+    "pulsecart forget": [
+        (["forget", "metrics", "--date", DAY], 0),
+        (["forget", "aggregate", "--window", "2999-01-01..2999-01-02"], 0),
+    ],
     "pulsecart quarantine list": [(["quarantine", "list"], 0)],
     "pulsecart quarantine show": [(["quarantine", "show", "{entry}"], 0)],
     "pulsecart reconcile": [(["reconcile", "--topic", "commerce-events", "--dry-run"], 0)],
