@@ -1,6 +1,7 @@
 """Review quarantined dead letters: list, show, replay after a fix, discard (the row is kept)."""
 
 import psycopg
+from psycopg.rows import dict_row
 
 from pulsecart_cli.errors import JobFailed, UsageError
 from pulsecart_cli.pubsub import Clients
@@ -8,21 +9,17 @@ from pulsecart_cli.queries import query
 
 STATUSES = ("quarantined", "replayed", "discarded")
 REPLAY_TIMEOUT_S = 30.0  # per message, to publish and to get its id back
-LIST_COLUMNS = ("id", "original_topic", "message_id", "reason", "status", "quarantined_at", "size")
-ENTRY_COLUMNS = ("id", "dead_letter_topic", "original_topic", "message_id", "data", "attributes", "ordering_key",
-                 "publish_time", "reason", "quarantined_at", "status", "status_changed_at", "status_note",
-                 "replayed_message_id")
 
 
 def list_entries(conn: psycopg.Connection, topic: str | None = None, reason: str | None = None,
                  status: str | None = None, limit: int = 50) -> list[dict]:
-    rows = conn.execute(query("quarantine.list"),
-                        {"topic": topic, "reason": reason, "status": status, "limit": limit}).fetchall()
-    return [dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows]
+    """Entries newest first, as dicts in the query's column order (the `quarantine list --json` shape)."""
+    return conn.cursor(row_factory=dict_row).execute(
+        query("quarantine.list"), {"topic": topic, "reason": reason, "status": status, "limit": limit}).fetchall()
 
 
 def get_entries(conn: psycopg.Connection, ids: list[int]) -> list[dict]:
-    rows = [dict(zip(ENTRY_COLUMNS, row, strict=True)) for row in conn.execute(query("quarantine.get"), {"ids": ids})]
+    rows = conn.cursor(row_factory=dict_row).execute(query("quarantine.get"), {"ids": ids}).fetchall()
     missing = sorted(set(ids) - {row["id"] for row in rows})
     if missing:
         raise UsageError(f"no quarantined message with id {', '.join(map(str, missing))}",
