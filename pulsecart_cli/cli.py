@@ -31,7 +31,7 @@ from pulsecart_cli import (
     render,
     schedules,
 )
-from pulsecart_cli.dates import days_between, parse_day, select_days
+from pulsecart_cli.dates import days_between, parse_day, parse_duration, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
@@ -46,19 +46,12 @@ from pulsecart_cli.errors import (
     first_line,
 )
 from pulsecart_cli.jobs import DAILY_JOBS
-from pulsecart_cli.ledger import TRIGGERS, Invocation
+from pulsecart_cli.ledger import LEDGER_STATUSES, TRIGGERS, Invocation, RunStatus
+from pulsecart_cli.planning import Selection
 from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
-from pulsecart_cli.status import (
-    RUN_STATUSES,
-    Selection,
-    completeness,
-    day_states,
-    parse_duration,
-    problems,
-    recent_runs,
-)
+from pulsecart_cli.status import completeness, day_states, problems, recent_runs
 
 
 class PulsecartGroup(TyperGroup):
@@ -223,13 +216,13 @@ if TYPE_CHECKING:  # built from the library's values at run time; to mypy, strin
     Trigger = StrEnum
     DailyJob = StrEnum
     Job = StrEnum
-    RunStatus = StrEnum
+    RunStatusChoice = StrEnum
     QuarantineStatus = StrEnum
 else:
     Trigger = _choices("Trigger", TRIGGERS)
     DailyJob = _choices("DailyJob", DAILY_JOBS)
     Job = _choices("Job", [*DAILY_JOBS, "reconcile"])
-    RunStatus = _choices("RunStatus", RUN_STATUSES)
+    RunStatusChoice = _choices("RunStatus", LEDGER_STATUSES)
     QuarantineStatus = _choices("QuarantineStatus", quarantine.STATUSES)
 BIGINT_MAX = 2**63 - 1  # ids and limits end up as PostgreSQL bigints
 
@@ -318,9 +311,8 @@ def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_goi
     if if_missing:
         done = already_succeeded(url, job, days[0])
         if done:
-            run_id, _, finished_at, done_trigger = done
-            render.message(f"{job} {days[0]} already succeeded (run {run_id}, {done_trigger}, "
-                           f"finished {render.when(finished_at)}); nothing to do")
+            render.message(f"{job} {days[0]} already succeeded (run {done.id}, {done.trigger}, "
+                           f"finished {render.when(done.finished_at)}); nothing to do")
             if as_json:
                 render.print_json(render.daily_json(job, [], skipped="already succeeded"))
             return 0
@@ -542,7 +534,7 @@ def status(
 @app.command()
 def runs(
     job: Annotated[Job | None, typer.Option("--job", help="Only this job.")] = None,
-    status_filter: Annotated[RunStatus | None, typer.Option("--status", help="Only runs in this state.")] = None,
+    status_filter: Annotated[RunStatusChoice | None, typer.Option("--status", help="Only runs in this state.")] = None,
     date_text: Annotated[str | None, typer.Option(
         "--date", metavar="D", help="Only runs for this day (YYYY-MM-DD, yesterday, today).")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=BIGINT_MAX, help="How many rows at most.")] = 20,
@@ -628,7 +620,7 @@ def reconcile(
                                publish_timeout_s=publish_timeout, pull_timeout_s=pull_timeout)
     results = run_reconcile(url, pairs, project_id, options, invocation, wait=wait)
     if as_json:
-        ok = len(results) == len(pairs) and all(r.status == "succeeded" and not r.interrupted for r in results)
+        ok = len(results) == len(pairs) and all(r.status == RunStatus.SUCCEEDED and not r.interrupted for r in results)
         render.print_json(render.reconcile_json(results, ok))
     else:
         render.out().print(render.reconcile_table(results))
@@ -637,8 +629,8 @@ def reconcile(
     if interrupted is not None and interrupted.interruption is not None:
         return _fail(f"{interrupted.error}: reconcile {interrupted.target} stopped (unacked messages are delivered "
                      f"again); {not_run} topic(s) not run", interrupted.interruption.exit_code)
-    failed = [r for r in results if r.status == "failed"]
-    busy = [r for r in results if r.status == "busy"]
+    failed = [r for r in results if r.status == RunStatus.FAILED]
+    busy = [r for r in results if r.status == RunStatus.BUSY]
     problems = [f"{r.target} failed: {first_line(r.error)}" for r in failed]
     problems += [f"{r.target} skipped: {r.error}" for r in busy]
     if problems:

@@ -1,5 +1,7 @@
-"""Days and windows: what `--date` and `--window` accept. A day is the UTC day [D 00:00, D+1 00:00)."""
+"""Days, windows and durations: what `--date`, `--window` and `--grace` accept, and how times are shown.
+A day is the UTC day [D 00:00, D+1 00:00)."""
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 
 from pulsecart_cli.errors import UsageError
@@ -66,6 +68,30 @@ def select_days(date_text: str | None, window_text: str | None, allow_future: bo
         raise UsageError(f"{option}: {days[-1]} is in the future (today is {today} UTC); "
                          "a day can be processed from the day itself on")
     return days
+
+
+MAX_DURATION = timedelta(days=30)
+
+
+def parse_duration(text: str, option: str = "--grace") -> timedelta:
+    """`30m`, `2h`, `45s`, `1h30m` or `0`, at most MAX_DURATION."""
+    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text, re.ASCII)
+    if text.strip() == "0":
+        return timedelta(0)
+    if not match or not any(match.groups()):
+        raise UsageError(f"invalid {option} {text!r}: expected e.g. 30m, 2h, 45s or 1h30m")
+    hours, minutes, seconds = (_bounded_int(g) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total > MAX_DURATION.total_seconds():
+        raise UsageError(f"{option} {text.strip()!r} is out of range: expected at most "
+                         f"{MAX_DURATION.days * 24}h ({MAX_DURATION.days} days)")
+    return timedelta(seconds=total)
+
+
+def _bounded_int(digits: str | None) -> int:
+    """The number, or 10**12 when it is longer (int() refuses thousands of digits; Python ints never overflow)."""
+    digits = (digits or "").lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:

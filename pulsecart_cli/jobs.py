@@ -10,7 +10,7 @@ from typing import Protocol
 import psycopg
 
 from pulsecart_cli.dates import day_bounds
-from pulsecart_cli.ledger import Outcome
+from pulsecart_cli.ledger import Outcome, RunStatus
 from pulsecart_cli.queries import one_row, query
 
 
@@ -123,7 +123,7 @@ def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContex
     history_written = sum(_score(conn, as_of)[2] for as_of in refreshed)
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
     return Outcome(
-        rows=counts_removed + scores_removed, status="forgotten",
+        rows=counts_removed + scores_removed, status=RunStatus.FORGOTTEN,
         details={"counts_removed": counts_removed, "scores_removed": scores_removed,
                  "history_written": history_written, "scores_refreshed": [str(d) for d in refreshed],
                  "current_scores_as_of": str(current_as_of) if current_as_of else None})
@@ -132,7 +132,7 @@ def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContex
 def forget_metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
     """D's daily_metrics row removed."""
     removed = one_row(conn.execute(query("metrics.forget_day"), {"day": day}))[0]
-    return Outcome(rows=removed, status="forgotten", details={"metrics_removed": removed})
+    return Outcome(rows=removed, status=RunStatus.FORGOTTEN, details={"metrics_removed": removed})
 
 
 def _plain(value: Decimal | None) -> str | None:

@@ -23,9 +23,11 @@ from rich.table import Table
 
 from pulsecart_cli.dates import when
 from pulsecart_cli.errors import first_line
-from pulsecart_cli.ledger import UnitResult
+from pulsecart_cli.ledger import RunStatus, UnitResult
+from pulsecart_cli.status import DayStatus
 
-STATUS_STYLE = {"succeeded": "green", "failed": "bold red", "running": "yellow", "busy": "yellow", "forgotten": "cyan"}
+STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
+                RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan"}
 
 
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80
@@ -166,7 +168,7 @@ def quarantine_entry(entry: dict, max_bytes: int) -> str:
 def _notes(result: UnitResult) -> str:
     if result.error:
         return cell(first_line(result.error))
-    if result.status == "forgotten":
+    if result.status == RunStatus.FORGOTTEN:
         d = result.details
         if result.job == "metrics":
             return f"{d['metrics_removed']} daily_metrics row removed"
@@ -241,19 +243,20 @@ def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable
         yield on_start, on_done
 
 
-STATE_MARKS = {"succeeded": ("✓", "green"), "failed": ("✗", "bold red"), "missing": ("·", "dim"),
-               "stale": ("~", "yellow"), "running": ("▶", "cyan")}
+STATE_MARKS = {DayStatus.SUCCEEDED: ("✓", "green"), DayStatus.FAILED: ("✗", "bold red"),
+               DayStatus.MISSING: ("·", "dim"), DayStatus.STALE: ("~", "yellow"), DayStatus.RUNNING: ("▶", "cyan")}
+# The selector that picks each kind of gap, in the order `status` suggests them.
+GAP_FLAGS = {DayStatus.MISSING: "--only-missing", DayStatus.FAILED: "--only-failed", DayStatus.STALE: "--stale"}
 
 
 def _fix_command(job: str, states: dict) -> str | None:
-    gaps: dict[str, list[date]] = {s.state: [] for s in states.values()}
+    gaps: dict[DayStatus, list[date]] = {s.state: [] for s in states.values()}
     for day, state in states.items():
         gaps[state.state].append(day)
-    flags = [flag for state, flag in (("missing", "--only-missing"), ("failed", "--only-failed"),
-                                      ("stale", "--stale")) if gaps.get(state)]
+    flags = [flag for state, flag in GAP_FLAGS.items() if gaps.get(state)]
     if not flags:
         return None
-    days = [d for state in ("missing", "failed", "stale") for d in gaps.get(state, [])]
+    days = [d for state in GAP_FLAGS for d in gaps.get(state, [])]
     return f"pulsecart {job} --window {min(days)}..{max(days)} {' '.join(flags)}"
 
 
@@ -270,7 +273,7 @@ def status_json(states_by_job: dict, window: list[date]) -> dict:
         "jobs": {
             job: {"counts": _counts(states), "fix": _fix_command(job, states),
                   "days": [{"date": day, "state": s.state, "latest_run_id": s.latest_run_id}
-                           | ({"reason": s.stale_reason} if s.state == "stale" else {})
+                           | ({"reason": s.stale_reason} if s.state == DayStatus.STALE else {})
                            for day, s in sorted(states.items())]}
             for job, states in states_by_job.items()
         },

@@ -12,10 +12,11 @@ from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
 from pulsecart_cli.errors import Interrupted, LockBusy, PulsecartError
 from pulsecart_cli.jobs import DAILY_JOBS, FORGET_JOBS, OVERLAPPING_JOBS, DayContext
-from pulsecart_cli.ledger import Abandoned, Invocation, UnitResult, run_unit
+from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
+from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
-from pulsecart_cli.status import Selection, choose_days, last_success
+from pulsecart_cli.units import NotRun, run_unit
 
 
 def plan_daily_job(url: str, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
@@ -24,11 +25,11 @@ def plan_daily_job(url: str, job: str, days: list[date], selection: Selection) -
         return [(day, "requested") for day in sorted(days)]
     with connection(url) as conn:
         require_current(conn)
-        return choose_days(conn, job, days, selection)
+        return plan_days(conn, job, days, selection)
 
 
-def already_succeeded(url: str, job: str, day: date) -> tuple | None:
-    """The latest successful run of ``job`` for ``day``, if any: (id, started_at, finished_at, trigger)."""
+def already_succeeded(url: str, job: str, day: date) -> LastSuccess | None:
+    """The latest successful run of ``job`` for ``day``, if any."""
     with connection(url) as conn:
         require_current(conn)
         return last_success(conn, job, day)
@@ -96,7 +97,7 @@ def run_daily_job(
 
 def _next_day_may_run(result: UnitResult | None, keep_going: bool) -> bool:
     """After this day (None: it never got to run), may the window's next day run?"""
-    if result is None or result.interrupted or result.abandoned:
+    if result is None or result.interrupted or result.not_run:
         return False
     return result.completed or keep_going
 
@@ -159,7 +160,7 @@ class _OverlappingDays:
             while not day.finished.wait(0.1):
                 if not any(worker.is_alive() for worker in workers):
                     return
-            if day.result is None or day.result.abandoned:
+            if day.result is None or day.result.not_run:
                 return
             on_day_done(day.result)
 
@@ -171,7 +172,7 @@ class _OverlappingDays:
                     raise day.error
                 run.stopped_by = day.error
                 break
-            if day.result is not None and not day.result.abandoned:
+            if day.result is not None and not day.result.not_run:
                 run.results.append(day.result)
         if self.worker_error is not None:
             run.notes.append(f"ran one day at a time: a second connection failed ({self.worker_error})")
@@ -242,7 +243,7 @@ class _OverlappingDays:
         return Interrupted(self.interruption.signum) if self.interruption else Interrupted()
 
     def _wait_for_previous(self, index: int) -> None:
-        """Returns once the window's previous day has ended; raises ``Abandoned`` when this day must not
+        """Returns once the window's previous day has ended; raises ``NotRun`` when this day must not
         run after it."""
         if index == 0:
             return
@@ -252,7 +253,7 @@ class _OverlappingDays:
         if self.interrupted.is_set():
             raise self._interruption()
         if not _next_day_may_run(previous.result, self.keep_going):
-            raise Abandoned
+            raise NotRun
 
 
 def run_reconcile(
@@ -279,7 +280,7 @@ def run_reconcile(
                     conn, "reconcile", partial(reconcile_topic, clients, pair=pair, options=options), invocation,
                     target=pair.original, wait=wait, transactional=False)
             except LockBusy as exc:
-                result = UnitResult("reconcile", None, pair.original, "busy", error=exc.message)
+                result = UnitResult("reconcile", None, pair.original, RunStatus.BUSY, error=exc.message)
             results.append(result)
             if result.interrupted:
                 break

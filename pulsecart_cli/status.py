@@ -1,40 +1,63 @@
-"""What state each day of a job is in, which days a backfill should run, and whether a day's data is complete."""
+"""What state each day of a job is in, which days `status --check` reports, whether a day's data is
+complete, and the ledger's recent runs."""
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 
 import psycopg
+from psycopg.rows import class_row, dict_row
 
 from pulsecart_cli.dates import day_bounds
-from pulsecart_cli.errors import UsageError
+from pulsecart_cli.ledger import RunStatus
 from pulsecart_cli.queries import one_row, query
 
-RUN_STATUSES = ("running", "succeeded", "failed", "forgotten")
-RUN_COLUMNS = ("id", "job", "run_date", "target", "status", "trigger", "airflow_run_id", "started_at",
-               "finished_at", "duration_s", "rows_written", "error")
+
+class DayStatus(StrEnum):
+    """Where a day of a job stands, from its runs in the ledger and the data since."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MISSING = "missing"  # no run of it ever succeeded
+    STALE = "stale"  # succeeded, but its result no longer reflects the data (``DayState.stale_reason``)
+    RUNNING = "running"
 
 
 @dataclass(frozen=True)
 class DayState:
     day: date
-    state: str
-    latest_status: str | None
+    state: DayStatus
+    latest_status: RunStatus | None
     latest_run_id: int | None
     ever_succeeded: bool
     stale_reason: str | None  # why a day that succeeded needs to run again
 
 
+@dataclass(frozen=True)
+class _DayRow:
+    """A row of ``status.day_states``."""
+
+    day: date
+    status: str | None
+    id: int | None
+    ever_succeeded: bool
+    late_events: bool
+    scores_stale_since: list[date] | None
+
+
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
     if not days:
         return {}
-    rows = conn.execute(query("status.day_states"), {"job": job, "start": min(days), "end": max(days)}).fetchall()
+    rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
+        query("status.day_states"), {"job": job, "start": min(days), "end": max(days)}).fetchall()
     wanted = set(days)
     states = {}
-    for day, status, run_id, ever, late, scores_stale_since in rows:
-        if day in wanted:
-            reason = _stale_reason(late, scores_stale_since)
-            states[day] = DayState(day, _state(status, ever, reason), status, run_id, ever, reason)
+    for row in rows:
+        if row.day in wanted:
+            status = RunStatus(row.status) if row.status is not None else None
+            reason = _stale_reason(row.late_events, row.scores_stale_since)
+            states[row.day] = DayState(row.day, _state(status, row.ever_succeeded, reason), status, row.id,
+                                       row.ever_succeeded, reason)
     return states
 
 
@@ -49,12 +72,14 @@ def _stale_reason(late_events: bool, scores_stale_since: list[date] | None) -> s
     return f"scores older than the counts of {changed}"
 
 
-def _state(latest_status: str | None, ever_succeeded: bool, stale_reason: str | None) -> str:
-    if latest_status in ("running", "failed"):
-        return latest_status
+def _state(latest_status: RunStatus | None, ever_succeeded: bool, stale_reason: str | None) -> DayStatus:
+    if latest_status == RunStatus.RUNNING:
+        return DayStatus.RUNNING
+    if latest_status == RunStatus.FAILED:
+        return DayStatus.FAILED
     if not ever_succeeded:
-        return "missing"
-    return "stale" if stale_reason else "succeeded"
+        return DayStatus.MISSING
+    return DayStatus.STALE if stale_reason else DayStatus.SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -63,7 +88,7 @@ class Problem:
 
     job: str
     day: date
-    state: str
+    state: DayStatus
     reason: str
     fix: str
 
@@ -73,68 +98,15 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
     found = []
     for job, states in states_by_job.items():
         for day, state in sorted(states.items()):
-            if state.state == "succeeded":
+            if state.state == DayStatus.SUCCEEDED:
                 continue
-            reason = {"missing": "no successful run",
-                      "failed": f"latest run {state.latest_run_id} failed",
-                      "running": f"run {state.latest_run_id} is still running",
-                      "stale": state.stale_reason or "stale"}[state.state]
-            wait = " --wait" if state.state == "running" else ""
+            reason = {DayStatus.MISSING: "no successful run",
+                      DayStatus.FAILED: f"latest run {state.latest_run_id} failed",
+                      DayStatus.RUNNING: f"run {state.latest_run_id} is still running",
+                      DayStatus.STALE: state.stale_reason or "stale"}[state.state]
+            wait = " --wait" if state.state == DayStatus.RUNNING else ""
             found.append(Problem(job, day, state.state, reason, f"pulsecart {job} --date {day}{wait}"))
     return found
-
-
-@dataclass(frozen=True)
-class Selection:
-    only_missing: bool = False
-    only_failed: bool = False
-    stale: bool = False
-
-    @property
-    def filtering(self) -> bool:
-        return self.only_missing or self.only_failed or self.stale
-
-
-def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
-    """The days the selectors pick, oldest first, each with why: missing, failed or stale.
-    With several selectors a day is chosen when any of them picks it."""
-    chosen = []
-    for day, state in sorted(day_states(conn, job, days).items()):
-        if selection.only_missing and not state.ever_succeeded:
-            chosen.append((day, "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"))
-        elif selection.only_failed and state.latest_status == "failed":
-            chosen.append((day, "failed"))
-        elif selection.stale and state.ever_succeeded and state.stale_reason:
-            chosen.append((day, f"stale: {state.stale_reason}"))
-    return chosen
-
-
-def last_success(conn: psycopg.Connection, job: str, day: date) -> tuple | None:
-    return conn.execute(query("status.last_success"), {"job": job, "day": day}).fetchone()
-
-
-MAX_DURATION = timedelta(days=30)
-
-
-def parse_duration(text: str, option: str = "--grace") -> timedelta:
-    """`30m`, `2h`, `45s`, `1h30m` or `0`, at most MAX_DURATION."""
-    match = re.fullmatch(r"\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?\s*", text, re.ASCII)
-    if text.strip() == "0":
-        return timedelta(0)
-    if not match or not any(match.groups()):
-        raise UsageError(f"invalid {option} {text!r}: expected e.g. 30m, 2h, 45s or 1h30m")
-    hours, minutes, seconds = (_bounded_int(g) for g in match.groups())
-    total = hours * 3600 + minutes * 60 + seconds
-    if total > MAX_DURATION.total_seconds():
-        raise UsageError(f"{option} {text.strip()!r} is out of range: expected at most "
-                         f"{MAX_DURATION.days * 24}h ({MAX_DURATION.days} days)")
-    return timedelta(seconds=total)
-
-
-def _bounded_int(digits: str | None) -> int:
-    """The number, or 10**12 when it is longer (int() refuses thousands of digits; Python ints never overflow)."""
-    digits = (digits or "").lstrip("0") or "0"
-    return int(digits) if len(digits) <= 12 else 10**12
 
 
 @dataclass(frozen=True)
@@ -154,6 +126,6 @@ def completeness(conn: psycopg.Connection, day: date, grace: timedelta) -> Compl
 
 def recent_runs(conn: psycopg.Connection, job: str | None = None, status: str | None = None,
                 day: date | None = None, limit: int = 20) -> list[dict]:
-    rows = conn.execute(query("status.recent_runs"),
-                        {"job": job, "status": status, "day": day, "limit": limit}).fetchall()
-    return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows]
+    """The ledger's rows, newest first, as dicts in the query's column order (the `runs --json` shape)."""
+    return conn.cursor(row_factory=dict_row).execute(
+        query("status.recent_runs"), {"job": job, "status": status, "day": day, "limit": limit}).fetchall()

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from pulsecart_cli import pubsub
-from pulsecart_cli.ledger import lock_keys
 from pulsecart_cli.reconcile import Options, Reconciler, classify
+from pulsecart_cli.units import lock_keys
 from tests.helpers import PAIR, add_watcher, drain, event, publish_dead_letters
 
 FAST = ("--pull-timeout", "1", "--publish-timeout", "5")

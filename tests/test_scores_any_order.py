@@ -14,8 +14,9 @@ import pytest
 
 from pulsecart_cli.dates import days_between, today_utc
 from pulsecart_cli.ledger import Invocation
+from pulsecart_cli.planning import Selection, choose_days
 from pulsecart_cli.runner import run_daily_job
-from pulsecart_cli.status import Selection, choose_days, day_states
+from pulsecart_cli.status import day_states
 from tests.helpers import SLOW_THEN_FAIL_ON, run_pulsecart
 
 FIRST = date(2025, 3, 1)

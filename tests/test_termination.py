@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 
-from pulsecart_cli.ledger import lock_keys
+from pulsecart_cli.units import lock_keys
 from tests.helpers import (
     FAIL_ON_MARCH_3,
     SLOW_METRICS,

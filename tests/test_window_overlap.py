@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pulsecart_cli.ledger import lock_keys
+from pulsecart_cli.units import lock_keys
 from tests.helpers import (
     SLOW_THEN_FAIL_ON,
     WINDOW,

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulsecart_cli import ledger
+from pulsecart_cli import units
 from tests.helpers import body, insert_events, utc
 
 UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
@@ -87,7 +87,7 @@ def test_a_job_that_succeeds_on_retry_sends_no_email(airflow, airflow_home, conn
     metadata = Path(airflow_home["AIRFLOW_HOME"]) / "airflow.db"
     holder = psycopg.connect(db_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)",
-                   ledger.lock_keys("metrics", date(2025, 4, 1), None))
+                   units.lock_keys("metrics", date(2025, 4, 1), None))
     retried = threading.Event()
 
     def release_after_the_first_try():

@@ -8,15 +8,16 @@ from pulsecart_cli import dates
 from pulsecart_cli.dates import (
     FIRST_DAY,
     LAST_DAY,
+    MAX_DURATION,
     day_bounds,
     days_between,
     parse_day,
+    parse_duration,
     parse_window,
     select_days,
     when,
 )
 from pulsecart_cli.errors import UsageError
-from pulsecart_cli.status import MAX_DURATION, parse_duration
 
 TODAY = date(2025, 3, 10)
 

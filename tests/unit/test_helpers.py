@@ -7,10 +7,11 @@ from datetime import date
 import pytest
 
 from pulsecart_cli.errors import EXIT_INTERRUPTED, ConfigError, Interrupted, first_line
-from pulsecart_cli.ledger import Invocation, lock_keys
+from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.pubsub import TOPICS, TopicPair, resolve_topics
 from pulsecart_cli.queries import parse_named, query
 from pulsecart_cli.seed import _uuid7_text
+from pulsecart_cli.units import lock_keys
 
 INT32 = range(-(2**31), 2**31)
 

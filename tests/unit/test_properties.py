@@ -9,10 +9,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
-from pulsecart_cli.dates import FIRST_DAY, LAST_DAY, parse_day, parse_window
+from pulsecart_cli.dates import FIRST_DAY, LAST_DAY, MAX_DURATION, parse_day, parse_duration, parse_window
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.redaction import MASK, MIN_FILTERED, passwords, redact, replacements
-from pulsecart_cli.status import MAX_DURATION, parse_duration
 
 settings.register_profile("pulsecart", max_examples=200, deadline=None)
 settings.load_profile("pulsecart")

@@ -1,0 +1,147 @@
+"""The unit runner: one job's work on one unit (a day or a target) under the unit's advisory lock, in
+its own transaction, recorded in the ledger (job_runs) whatever happens."""
+
+import os
+import socket
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from pulsecart_cli import __version__
+from pulsecart_cli.dates import when
+from pulsecart_cli.errors import Interrupted, LockBusy
+from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
+from pulsecart_cli.queries import one_row, query
+
+
+class NotRun(Exception):
+    """Raised by a unit's work to drop it: rolled back and removed from the ledger, as if never started."""
+
+
+def _signed32(value: int) -> int:
+    return value - 2**32 if value >= 2**31 else value
+
+
+def lock_keys(job: str, run_date: date | None, target: str | None) -> dict:
+    unit = run_date.toordinal() if run_date else zlib.crc32((target or "").encode())
+    return {"job_key": _signed32(zlib.crc32(f"pulsecart:{job}".encode())), "unit_key": _signed32(unit)}
+
+
+def _describe_unit(job: str, run_date: date | None, target: str | None) -> str:
+    return f"{job} {run_date or target or ''}".strip()
+
+
+def run_unit(
+    conn: psycopg.Connection,
+    job: str,
+    work: Callable[[psycopg.Connection], Outcome],
+    invocation: Invocation,
+    *,
+    run_date: date | None = None,
+    target: str | None = None,
+    wait: bool = False,
+    transactional: bool = True,
+) -> UnitResult:
+    """Run ``work`` for one unit under its lock, recorded in the ledger.
+
+    With ``transactional`` it runs in one transaction: a failure
+    leaves the unit's data untouched. The ledger rows are written outside that transaction, so a
+    failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
+    statement, rolls the unit back and marks it failed with the reason ("terminated by SIGTERM").
+    """
+    unit = {"job": job, "run_date": run_date, "target": target}
+    keys = lock_keys(job, run_date, target)
+    conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
+    if wait:
+        conn.execute(query("ledger.wait_lock"), keys)
+    elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
+        raise _busy(conn, unit, keys)
+    try:
+        conn.execute(query("ledger.reap_dead"), unit)
+        run_id = one_row(conn.execute(
+            query("ledger.start"),
+            unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
+                           "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
+        ))[0]
+        result = UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id)
+        started = time.monotonic()
+        try:
+            if transactional:
+                with conn.transaction():
+                    outcome = work(conn)
+            else:
+                outcome = work(conn)
+            result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
+            result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
+        except KeyboardInterrupt as exc:
+            result.interruption = Interrupted.of(exc)
+            result.status, result.error = RunStatus.FAILED, result.interruption.reason
+        except NotRun:
+            result.status = RunStatus.NOT_RUN
+            conn.execute(query("ledger.forget"), {"id": run_id})
+        except psycopg.OperationalError:
+            raise  # the connection is gone: nothing more can be recorded
+        except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure
+            result.status, result.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}".strip()
+        finally:
+            result.duration_s = round(time.monotonic() - started, 3)
+            if result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
+                conn.execute(
+                    query("ledger.finish"),
+                    {"id": run_id, "status": result.status, "rows": result.rows,
+                     "details": Jsonb(result.details), "error": result.error},
+                )
+        return result
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(query("ledger.unlock"), keys)
+
+
+@dataclass(frozen=True)
+class _Holder:
+    """A row of ``ledger.holder``: the session holding a unit's lock and, when it is a run, its ledger row."""
+
+    backend_pid: int
+    application_name: str | None
+    id: int | None
+    host: str | None
+    pid: int | None
+    trigger: str | None
+    started_at: datetime | None
+
+
+def _busy(conn: psycopg.Connection, unit: dict, keys: dict) -> LockBusy:
+    """Who holds the lock, as far as the server and the ledger know, and what to do about it."""
+    what = _describe_unit(unit["job"], unit["run_date"], unit["target"])
+    hint = "retry later or pass --wait"
+    holder = conn.cursor(row_factory=class_row(_Holder)).execute(query("ledger.holder"), unit | keys).fetchone()
+    if holder is None:
+        return LockBusy(f"{what} was locked by another session, which has just released it", hint="retry now")
+    session = f"server backend pid {holder.backend_pid}" + (
+        f", {holder.application_name!r}" if holder.application_name else "")
+    if holder.id is None:
+        return LockBusy(f"{what} is locked by another session ({session})", hint=hint)
+    message = (f"{what} is being run by run {holder.id} ({holder.trigger} on {holder.host} pid {holder.pid}, "
+               f"started {when(holder.started_at)}; {session})")
+    if holder.host == socket.gethostname() and holder.pid is not None and not _process_exists(holder.pid):
+        return LockBusy(
+            f"{message}; its client (pid {holder.pid}) is gone but its server session still holds the lock "
+            "until its last statement ends",
+            hint=f"wait for it (or pass --wait), or end it now with SELECT pg_terminate_backend({holder.backend_pid})")
+    return LockBusy(message, hint=hint)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
