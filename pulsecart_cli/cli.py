@@ -45,10 +45,10 @@ from pulsecart_cli.errors import (
     UsageError,
     first_line,
 )
-from pulsecart_cli.jobs import DAILY_JOBS
 from pulsecart_cli.ledger import LEDGER_STATUSES, TRIGGERS, Invocation, RunStatus
 from pulsecart_cli.planning import Selection
 from pulsecart_cli.reconcile import Options as ReconcileOptions
+from pulsecart_cli.registry import DAILY_JOBS, DailyJob
 from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
 from pulsecart_cli.status import completeness, day_states, problems, recent_runs
@@ -214,16 +214,17 @@ def _choices(name: str, values: Iterable[str]) -> type[StrEnum]:
 
 if TYPE_CHECKING:  # built from the library's values at run time; to mypy, string enums
     Trigger = StrEnum
-    DailyJob = StrEnum
-    Job = StrEnum
+    DailyJobName = StrEnum
+    JobName = StrEnum
     RunStatusChoice = StrEnum
     QuarantineStatus = StrEnum
 else:
     Trigger = _choices("Trigger", TRIGGERS)
-    DailyJob = _choices("DailyJob", DAILY_JOBS)
-    Job = _choices("Job", [*DAILY_JOBS, "reconcile"])
+    DailyJobName = _choices("DailyJob", DAILY_JOBS)
+    JobName = _choices("Job", [*DAILY_JOBS, "reconcile"])
     RunStatusChoice = _choices("RunStatus", LEDGER_STATUSES)
     QuarantineStatus = _choices("QuarantineStatus", quarantine.STATUSES)
+EVERY_DAILY_JOB = "both" if len(DAILY_JOBS) == 2 else "all"
 BIGINT_MAX = 2**63 - 1  # ids and limits end up as PostgreSQL bigints
 
 DatabaseUrl = Annotated[str | None, typer.Option(
@@ -414,56 +415,32 @@ IfMissingOpt = Annotated[bool, typer.Option(
     "--if-missing", help="With --date: do nothing (exit 0) when the day already succeeded. For cron.")]
 
 
-@app.command()
-def aggregate(
-    date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
-    as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
-    only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
-    dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
-    via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
-) -> int:
-    """Aggregate a day's events into per-user counts and personalization scores.
+def _add_daily_command(job: DailyJob) -> None:
+    """`pulsecart <job>`: the options every daily job shares, the help from its registry entry."""
 
-    Replaces the day's event_aggregates and the scores as of that day exactly, and rescores the later
-    as-of days that read its counts when they changed. With --via airflow, prints the `airflow backfill
-    create` whose runs process exactly the days given (a run processes the day before it fires).
+    def command(
+        date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
+        as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
+        only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
+        dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
+        via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
+    ) -> int:
+        return _run_daily(job.name, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
+                          Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it,
+                          max_active_runs)
 
-    \b
-    Examples:
-      pulsecart aggregate --date yesterday
-      pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
-      pulsecart aggregate --window 2025-03-01..2025-03-07 --stale --dry-run
-      pulsecart aggregate --window 2025-01-01..2025-03-31 --via airflow --max-active-runs 8
-    """
-    return _run_daily("aggregate", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-                      Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it, max_active_runs)
+    command.__name__ = command.__qualname__ = job.name
+    command.__doc__ = job.help
+    app.command(job.name)(command)
 
 
-@app.command()
-def metrics(
-    date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
-    as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
-    only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
-    dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
-    via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
-) -> int:
-    """Compute a day's business metrics (orders, abandonment rate, revenue) into daily_metrics.
-
-    With --via airflow, prints the `airflow backfill create` whose runs process exactly the days given.
-
-    \b
-    Examples:
-      pulsecart metrics --date yesterday --if-missing --trigger cron
-      pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed --keep-going
-      pulsecart metrics --window 2025-03-01..2025-03-07 --via airflow --run
-    """
-    return _run_daily("metrics", date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-                      Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it, max_active_runs)
+for _job in DAILY_JOBS.values():
+    _add_daily_command(_job)
 
 
 @app.command()
 def forget(
-    job: Annotated[DailyJob, typer.Argument(metavar="JOB", help="The job whose results to remove.")],
+    job: Annotated[DailyJobName, typer.Argument(metavar="JOB", help="The job whose results to remove.")],
     date_text: DateOpt = None, window_text: WindowOpt = None, database_url: DatabaseUrl = None,
     as_json: JsonOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
 ) -> int:
@@ -491,7 +468,7 @@ def forget(
 
 @app.command()
 def status(
-    job: Annotated[DailyJob | None, typer.Option("--job", help="Only this job (default: both).")] = None,
+    job: Annotated[DailyJobName | None, typer.Option("--job", help=f"Only this job (default: {EVERY_DAILY_JOB}).")] = None,
     days: Annotated[int, typer.Option("--days", min=1, max=366, help="How many days back.")] = 30,
     end: Annotated[str, typer.Option("--end", metavar="D", help="Last day shown.")] = "yesterday",
     check: Annotated[bool, typer.Option(
@@ -533,7 +510,7 @@ def status(
 
 @app.command()
 def runs(
-    job: Annotated[Job | None, typer.Option("--job", help="Only this job.")] = None,
+    job: Annotated[JobName | None, typer.Option("--job", help="Only this job.")] = None,
     status_filter: Annotated[RunStatusChoice | None, typer.Option("--status", help="Only runs in this state.")] = None,
     date_text: Annotated[str | None, typer.Option(
         "--date", metavar="D", help="Only runs for this day (YYYY-MM-DD, yesterday, today).")] = None,

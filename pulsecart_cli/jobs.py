@@ -140,14 +140,7 @@ def _plain(value: Decimal | None) -> str | None:
 
 
 class DayJob(Protocol):
+    """A job's work on one day (the registry's ``DailyJob.run_day``)."""
+
     def __call__(self, conn: psycopg.Connection, day: date, context: DayContext = ...) -> Outcome: ...
 
-
-DAILY_JOBS: dict[str, DayJob] = {
-    "aggregate": aggregate_day, "metrics": metrics_day}
-# What `pulsecart forget JOB` does to one day.
-FORGET_JOBS: dict[str, DayJob] = {
-    "aggregate": forget_aggregate_day, "metrics": forget_metrics_day}
-# Jobs whose day waits for ``DayContext.wait_for_previous_day``: a window runs two of their days at once,
-# committing in order.
-OVERLAPPING_JOBS = {"aggregate"}

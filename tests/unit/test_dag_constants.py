@@ -1,6 +1,6 @@
-"""The DAGs repeat two of the library's constants (they import Airflow, not pulsecart): the topics one
-reconcile task each, and the exit code a sensor pokes again on. Read from the DAG files' source, so
-this runs without Airflow."""
+"""The DAGs repeat some of the library's constants (they import Airflow, not pulsecart): the topics one
+reconcile task each, the exit code a sensor pokes again on, and each DAG's id and schedule (which
+`--via airflow` relies on). Read from the DAG files' source, so this runs without Airflow."""
 
 import ast
 
@@ -8,6 +8,7 @@ import pytest
 
 from pulsecart_cli.errors import EXIT_INCOMPLETE
 from pulsecart_cli.pubsub import TOPICS
+from pulsecart_cli.schedules import DAGS as SCHEDULED
 from tests.helpers import DAGS
 
 
@@ -26,3 +27,23 @@ def test_the_dags_agree_with_the_library(name, library_value):
     found = dag_constants(name)
     assert found, f"no DAG file defines {name} any more: drop it from this test"
     assert found == dict.fromkeys(found, library_value)
+
+
+def dag_declarations() -> dict[str, dict[str, object]]:
+    """The literal ``dag_id=`` and ``schedule=`` of each ``DAG(...)`` in dags/*.py, by dag_id."""
+    found = {}
+    for path in sorted(DAGS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "DAG":
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("dag_id", "schedule")}
+                found[kwargs["dag_id"]] = kwargs
+    return found
+
+
+def test_every_dag_the_library_knows_is_in_dags_with_its_schedule():
+    """The registry's DAG ids and schedules (what `--via airflow` targets) against the DAG files' source;
+    tests/dags/test_schedules.py checks the same against the DAGs Airflow loads."""
+    declared = dag_declarations()
+    assert {dag.dag_id: dag.schedule for dag in SCHEDULED.values()} == {
+        dag_id: d["schedule"] for dag_id, d in declared.items()}
+

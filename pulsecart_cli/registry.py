@@ -1,0 +1,108 @@
+"""The daily jobs, one declaration each. The CLI's commands and `--job` choices, the results table's
+notes, the runner's choice between one day at a time and two days in flight, and the Airflow DAGs
+`--via airflow` targets and the DAG tests check all come from ``DAILY_JOBS``.
+
+Adding a job: its SQL in ``sql/queries/<job>.sql``, its day function (``jobs.DayJob``) in ``jobs.py``,
+one ``DailyJob`` below, and its DAG in ``dags/`` (see README.md, "Adding a job").
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pulsecart_cli.jobs import DayJob, aggregate_day, forget_aggregate_day, forget_metrics_day, metrics_day
+
+
+def _details(details: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in details.items())
+
+
+@dataclass(frozen=True)
+class DailyJob:
+    """A job that processes one UTC day at a time: `pulsecart <name> --date D` / `--window A..B`."""
+
+    name: str
+    run_day: DayJob  # replaces the day's results inside the transaction its caller opened
+    forget_day: DayJob  # `pulsecart forget`: removes them, as if the job had never run for the day
+    help: str  # the command's --help: what it does, then a verbatim `Examples:` block
+    dag_id: str  # its Airflow DAG in dags/, which runs `pulsecart <name> --date <prior day>`
+    schedule: str  # the DAG's cron schedule (UTC): once a day at a fixed time, after the day it processes
+    # Its day function calls ``DayContext.wait_for_previous_day`` before the part that reads earlier
+    # days' results: a window then keeps two days in flight on two connections, committing in order.
+    # A job that does not call it runs a window one day at a time.
+    overlapping: bool = False
+    # A succeeded day's details as the notes of the results table (Rich markup; values are numbers).
+    summary: Callable[[dict], str] = _details
+    forgotten_summary: Callable[[dict], str] = _details  # the same for a day `forget` removed
+
+
+def _aggregate_summary(d: dict) -> str:
+    kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
+    note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
+    if d["scores_refreshed"]:
+        note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
+    return note
+
+
+def _aggregate_forgotten(d: dict) -> str:
+    note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed"
+    if d["scores_refreshed"]:
+        note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
+    return note + f"; current scores as of {d['current_scores_as_of']}"
+
+
+def _metrics_summary(d: dict) -> str:
+    note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"
+    if d["invalid_order_totals"]:
+        note += f", [yellow]{d['invalid_order_totals']} invalid order totals (left out of revenue)[/]"
+    return note
+
+
+def _metrics_forgotten(d: dict) -> str:
+    return f"{d['metrics_removed']} daily_metrics row removed"
+
+
+AGGREGATE = DailyJob(
+    name="aggregate",
+    run_day=aggregate_day,
+    forget_day=forget_aggregate_day,
+    help="""Aggregate a day's events into per-user counts and personalization scores.
+
+    Replaces the day's event_aggregates and the scores as of that day exactly, and rescores the later
+    as-of days that read its counts when they changed. With --via airflow, prints the `airflow backfill
+    create` whose runs process exactly the days given (a run processes the day before it fires).
+
+    \b
+    Examples:
+      pulsecart aggregate --date yesterday
+      pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing
+      pulsecart aggregate --window 2025-03-01..2025-03-07 --stale --dry-run
+      pulsecart aggregate --window 2025-01-01..2025-03-31 --via airflow --max-active-runs 8
+    """,
+    dag_id="pulsecart_nightly_aggregation",
+    schedule="0 2 * * *",
+    overlapping=True,
+    summary=_aggregate_summary,
+    forgotten_summary=_aggregate_forgotten,
+)
+
+METRICS = DailyJob(
+    name="metrics",
+    run_day=metrics_day,
+    forget_day=forget_metrics_day,
+    help="""Compute a day's business metrics (orders, abandonment rate, revenue) into daily_metrics.
+
+    With --via airflow, prints the `airflow backfill create` whose runs process exactly the days given.
+
+    \b
+    Examples:
+      pulsecart metrics --date yesterday --if-missing --trigger cron
+      pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed --keep-going
+      pulsecart metrics --window 2025-03-01..2025-03-07 --via airflow --run
+    """,
+    dag_id="pulsecart_daily_metrics",
+    schedule="0 3 * * *",
+    summary=_metrics_summary,
+    forgotten_summary=_metrics_forgotten,
+)
+
+DAILY_JOBS: dict[str, DailyJob] = {job.name: job for job in (AGGREGATE, METRICS)}
