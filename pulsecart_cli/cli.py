@@ -39,7 +39,6 @@ from pulsecart_cli.errors import (
     EXIT_LOCKED,
     EXIT_USAGE,
     CheckFailed,
-    DatabaseError,
     Interrupted,
     PulsecartError,
     UsageError,
@@ -49,7 +48,7 @@ from pulsecart_cli.ledger import LEDGER_STATUSES, TRIGGERS, Invocation, RunStatu
 from pulsecart_cli.planning import Selection
 from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.registry import DAILY_JOBS, DailyJob
-from pulsecart_cli.runner import already_succeeded, plan_daily_job, run_daily_job, run_reconcile
+from pulsecart_cli.runner import DailyReport, DailyRequest, run_daily, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
 from pulsecart_cli.status import completeness, day_states, problems, recent_runs
 
@@ -289,76 +288,60 @@ MaxActiveRunsOpt = Annotated[int | None, typer.Option(
 DEFAULT_MAX_ACTIVE_RUNS = 4
 
 
-def _run_daily(job: str, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-               selection: Selection, dry_run: bool, if_missing: bool, via: Via = Via.local,
-               run_it: bool = False, max_active_runs: int | None = None) -> int:
-    days = select_days(date_text, window_text)
-    if via is Via.airflow:
-        local_only = {"--keep-going": keep_going, "--wait": wait, "--trigger": trigger is not None,
-                      "--only-missing": selection.only_missing, "--only-failed": selection.only_failed,
-                      "--stale": selection.stale, "--if-missing": if_missing}
-        given = [flag for flag, on in local_only.items() if on]
-        if given:
-            raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, a day runs again when "
-                             "its latest Airflow run failed: --reprocess-behavior failed)")
-        backfill = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
-        return _via_airflow(backfill, run_it, as_json)
-    if run_it or max_active_runs is not None:
-        raise UsageError("--run and --max-active-runs go with --via airflow")
-    invocation = _invocation(trigger)
-    if if_missing and window_text is not None:
-        raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
-    url = database.resolve_url(database_url)
-    if if_missing:
-        done = already_succeeded(url, job, days[0])
-        if done:
-            render.message(f"{job} {days[0]} already succeeded (run {done.id}, {done.trigger}, "
-                           f"finished {render.when(done.finished_at)}); nothing to do")
-            if as_json:
-                render.print_json(render.daily_json(job, [], skipped="already succeeded"))
-            return 0
-    plan = plan_daily_job(url, job, days, selection)
-    if dry_run:
+def _backfill_via_airflow(job: str, days: list[date], dry_run: bool, run_it: bool, max_active_runs: int | None,
+                          as_json: bool, local_only: dict[str, bool]) -> int:
+    given = [flag for flag, on in local_only.items() if on]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, a day runs again when "
+                         "its latest Airflow run failed: --reprocess-behavior failed)")
+    backfill = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
+    return _via_airflow(backfill, run_it, as_json)
+
+
+def _run_daily(database_url: str | None, request: DailyRequest, as_json: bool) -> DailyReport:
+    """The request run on the database, with a progress bar on a terminal and notes as they come."""
+    job = request.job
+    return run_daily(database.resolve_url(database_url), request,
+                     progress=lambda total: render.day_progress(job, total, enabled=not as_json and total > 1),
+                     notify=lambda note: render.message(f"note: {note}"))
+
+
+def _render_daily(report: DailyReport, as_json: bool) -> int:
+    """A daily job's report on stdout (a table, the plan, or --json) and stderr; its exit code."""
+    job, days = report.request.job, report.request.days
+    if report.already_succeeded is not None:
+        done = report.already_succeeded
+        render.message(f"{job} {days[0]} already succeeded (run {done.id}, {done.trigger}, "
+                       f"finished {render.when(done.finished_at)}); nothing to do")
         if as_json:
-            render.print_json(render.daily_json(job, [{"date": d, "reason": r} for d, r in plan], dry_run=True))
-        else:
-            render.out().print(render.plan_text(job, plan))
+            render.print_json(render.daily_json(job, [], skipped="already succeeded"))
         return 0
-    if not plan:
+    if report.request.dry_run:
+        if as_json:
+            render.print_json(render.daily_json(job, [{"date": d, "reason": r} for d, r in report.plan], dry_run=True))
+        else:
+            render.out().print(render.plan_text(job, report.plan))
+        return 0
+    run = report.run
+    if run is None:
         render.message(f"{job}: no day in {days[0]}..{days[-1]} matches the selection; nothing to do")
         if as_json:
             render.print_json(render.daily_json(job, []))
         return 0
-    with render.day_progress(job, len(plan), enabled=not as_json and len(plan) > 1) as (on_start, on_done):
-        run = run_daily_job(url, job, [d for d, _ in plan], invocation, wait=wait, keep_going=keep_going,
-                            on_day_start=on_start, on_day_done=on_done,
-                            notify=lambda note: render.message(f"note: {note}"))
-    return _report_daily(job, [d for d, _ in plan], run, as_json)
-
-
-def _report_daily(job: str, days: list[date], run, as_json: bool) -> int:
-    """Print a run over ``days`` (its table or --json) and return its exit code."""
     for note in run.notes:
         render.message(f"note: {note}")
     if as_json:
         render.print_json(render.day_results_json(job, run))
     elif run.results or run.stopped_by is None:
         render.out().print(render.day_results_table(job, run.results))
-        not_run = len(days) - len(run.results)
-        if not_run and not run.interrupted and run.stopped_by is None:
-            render.message(f"{not_run} later day(s) not run after the failure; pass --keep-going to continue.")
-    not_run = len(days) - len(run.results)
-    if run.interruption is not None:
-        rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
-        what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
-        return _fail(f"{run.interruption.reason}: {what}; {not_run} day(s) not run", run.interruption.exit_code)
-    if run.stopped_by is not None:
-        raise _stopped(job, days, run) from run.stopped_by
-    if not run.ok:
-        failed = [r for r in run.results if not r.completed]
-        errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
-        later = f"; {not_run} later day(s) not run" if not_run else ""
-        return _fail(f"{job} failed on {len(failed)} of {len(days)} day(s): {errors}{later}", EXIT_FAILURE)
+        if report.not_run and not run.interrupted and run.stopped_by is None:
+            render.message(f"{report.not_run} later day(s) not run after the failure; pass --keep-going to continue.")
+    error = report.error()
+    if error is not None:
+        return _fail(*error)
+    stopped = report.stopped()
+    if stopped is not None:
+        raise stopped from run.stopped_by
     return 0
 
 
@@ -390,22 +373,6 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
     return 0
 
 
-def _stopped(job: str, days: list[date], run) -> PulsecartError:
-    """The error that stopped a run before its end (a busy lock, a lost connection), with what stands."""
-    committed = [r.run_date for r in run.results if r.completed]
-    failed = [r.run_date for r in run.results if not r.completed]
-    not_committed = [d for d in days if d not in committed and d not in failed]
-    standing = "; ".join(f"{label}: {render.day_list(ds)}" for label, ds in (
-        ("committed", committed), ("failed", failed), ("not committed", not_committed)) if ds)
-    exc = run.stopped_by
-    if isinstance(exc, PulsecartError):
-        message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
-        return type(exc)(message, hint=exc.hint)
-    return DatabaseError(f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; {standing}",
-                         hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
-                              f"{min(days)}..{max(days)} --only-missing --only-failed")
-
-
 OnlyMissingOpt = Annotated[bool, typer.Option("--only-missing", help="Only days with no succeeded run.")]
 OnlyFailedOpt = Annotated[bool, typer.Option("--only-failed", help="Only days whose latest run failed.")]
 StaleOpt = Annotated[bool, typer.Option(
@@ -425,9 +392,19 @@ def _add_daily_command(job: DailyJob) -> None:
         dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
         via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
     ) -> int:
-        return _run_daily(job.name, date_text, window_text, database_url, as_json, keep_going, wait, trigger,
-                          Selection(only_missing, only_failed, stale), dry_run, if_missing, via, run_it,
-                          max_active_runs)
+        days = select_days(date_text, window_text)
+        if via is Via.airflow:
+            local_only = {"--keep-going": keep_going, "--wait": wait, "--trigger": trigger is not None,
+                          "--only-missing": only_missing, "--only-failed": only_failed, "--stale": stale,
+                          "--if-missing": if_missing}
+            return _backfill_via_airflow(job.name, days, dry_run, run_it, max_active_runs, as_json, local_only)
+        if run_it or max_active_runs is not None:
+            raise UsageError("--run and --max-active-runs go with --via airflow")
+        if if_missing and window_text is not None:
+            raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
+        request = DailyRequest(job.name, days, _invocation(trigger), Selection(only_missing, only_failed, stale),
+                               dry_run=dry_run, if_missing=if_missing, wait=wait, keep_going=keep_going)
+        return _render_daily(_run_daily(database_url, request, as_json), as_json)
 
     command.__name__ = command.__qualname__ = job.name
     command.__doc__ = job.help
@@ -458,12 +435,8 @@ def forget(
       pulsecart forget metrics --window 2025-03-01..2025-03-02 --json
     """
     days = select_days(date_text, window_text, allow_future=True)
-    url = database.resolve_url(database_url)
-    with render.day_progress(job.value, len(days), enabled=not as_json and len(days) > 1) as (on_start, on_done):
-        run = run_daily_job(url, job.value, days, _invocation(trigger), wait=wait, forget=True,
-                            on_day_start=on_start, on_day_done=on_done,
-                            notify=lambda note: render.message(f"note: {note}"))
-    return _report_daily(job.value, days, run, as_json)
+    request = DailyRequest(job.value, days, _invocation(trigger), wait=wait, forget=True)
+    return _render_daily(_run_daily(database_url, request, as_json), as_json)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 A day is the UTC day [D 00:00, D+1 00:00)."""
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 from pulsecart_cli.errors import UsageError
@@ -68,6 +69,17 @@ def select_days(date_text: str | None, window_text: str | None, allow_future: bo
         raise UsageError(f"{option}: {days[-1]} is in the future (today is {today} UTC); "
                          "a day can be processed from the day itself on")
     return days
+
+
+def day_list(days: Iterable[date]) -> str:
+    """Days as compact text, consecutive days as ranges: `2025-03-01..2025-03-03, 2025-03-05`."""
+    ranges: list[list[date]] = []
+    for day in sorted(set(days)):
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges)
 
 
 MAX_DURATION = timedelta(days=30)

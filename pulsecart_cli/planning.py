@@ -37,10 +37,14 @@ def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection:
     return chosen
 
 
-def plan_days(conn: psycopg.Connection, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
-    """The days a run would process, oldest first, each with the reason it was chosen."""
+def plan_days(conn: psycopg.Connection | None, job: str, days: list[date],
+              selection: Selection) -> list[tuple[date, str]]:
+    """The days a run would process, oldest first, each with the reason it was chosen. Without a
+    selector every day asked for, and no database (``conn`` may be None)."""
     if not selection.filtering:
         return [(day, "requested") for day in sorted(days)]
+    if conn is None:
+        raise ValueError("the selectors read the ledger: plan_days needs a connection")
     return choose_days(conn, job, days, selection)
 
 

@@ -187,17 +187,6 @@ def day_results_table(job: str, results: list[UnitResult]) -> Table:
     return table
 
 
-def day_list(days) -> str:
-    """Days as compact text, consecutive days as ranges: `2025-03-01..2025-03-03, 2025-03-05`."""
-    ranges: list[list[date]] = []
-    for day in sorted(set(days)):
-        if ranges and (day - ranges[-1][1]).days == 1:
-            ranges[-1][1] = day
-        else:
-            ranges.append([day, day])
-    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in ranges)
-
-
 def plan_text(job: str, plan: list[tuple[date, str]]) -> str:
     if not plan:
         return f"dry run: {job} would run no day"

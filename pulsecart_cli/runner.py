@@ -1,7 +1,9 @@
-"""Runs a per-day job over a list of days: each day under its lock, in its own transaction, in the ledger."""
+"""Runs the jobs: a daily job's request (--if-missing, the plan, a dry run, the days, each under its
+lock, in its own transaction, in the ledger) and reconcile's topics."""
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
@@ -10,7 +12,15 @@ import psycopg
 
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
-from pulsecart_cli.errors import Interrupted, LockBusy, PulsecartError
+from pulsecart_cli.dates import day_list
+from pulsecart_cli.errors import (
+    EXIT_FAILURE,
+    DatabaseError,
+    Interrupted,
+    LockBusy,
+    PulsecartError,
+    first_line,
+)
 from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
@@ -18,22 +28,6 @@ from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_da
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.units import NotRun, run_unit
-
-
-def plan_daily_job(url: str, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
-    """The days a run would process, oldest first, each with the reason it was chosen."""
-    if not selection.filtering:
-        return [(day, "requested") for day in sorted(days)]
-    with connection(url) as conn:
-        require_current(conn)
-        return plan_days(conn, job, days, selection)
-
-
-def already_succeeded(url: str, job: str, day: date) -> LastSuccess | None:
-    """The latest successful run of ``job`` for ``day``, if any."""
-    with connection(url) as conn:
-        require_current(conn)
-        return last_success(conn, job, day)
 
 
 @dataclass
@@ -52,6 +46,117 @@ class DailyRun:
         return not self.interrupted and self.stopped_by is None and all(r.completed for r in self.results)
 
 
+@dataclass(frozen=True)
+class DailyRequest:
+    """One `pulsecart <job>` run: the days asked for, which of them to run, and how."""
+
+    job: str  # a name in registry.DAILY_JOBS
+    days: list[date]
+    invocation: Invocation
+    selection: Selection = field(default_factory=Selection)  # no selector: every day asked for
+    dry_run: bool = False  # plan only: say which days would run and why
+    if_missing: bool = False  # one day: do nothing when it already succeeded
+    wait: bool = False  # wait for a run holding a day's lock instead of stopping
+    keep_going: bool = False  # continue after a failed day
+    forget: bool = False  # remove the days' results instead (`pulsecart forget`)
+
+
+@dataclass
+class DailyReport:
+    """What became of a ``DailyRequest``: the days planned and, unless nothing had to run, the run."""
+
+    request: DailyRequest
+    plan: list[tuple[date, str]] = field(default_factory=list)  # oldest first, each with why it was chosen
+    already_succeeded: LastSuccess | None = None  # --if-missing found the day done: nothing was planned
+    run: DailyRun | None = None  # None: an --if-missing day already done, a dry run, or no day selected
+
+    @property
+    def not_run(self) -> int:
+        """Planned days the run did not get to."""
+        return len(self.plan) - len(self.run.results) if self.run else 0
+
+    def error(self) -> tuple[str, int] | None:
+        """Why the exit status is not 0: one line and the exit code (128 + the signal when interrupted,
+        1 when a day failed). None when it is 0, or when ``stopped`` says why the run ended early."""
+        run, job = self.run, self.request.job
+        if run is None:
+            return None
+        if run.interruption is not None:
+            rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
+            what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
+            return f"{run.interruption.reason}: {what}; {self.not_run} day(s) not run", run.interruption.exit_code
+        if run.stopped_by is not None or run.ok:
+            return None
+        failed = [r for r in run.results if not r.completed]
+        errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
+        later = f"; {self.not_run} later day(s) not run" if self.not_run else ""
+        return f"{job} failed on {len(failed)} of {len(self.plan)} day(s): {errors}{later}", EXIT_FAILURE
+
+    def stopped(self) -> PulsecartError | None:
+        """The error that stopped the run before its end (a busy lock, a lost connection), saying which
+        days stand; None when nothing stopped it."""
+        run, job = self.run, self.request.job
+        if run is None or run.interrupted or run.stopped_by is None:
+            return None
+        days = [d for d, _ in self.plan]
+        ran = {r.run_date: r.completed for r in run.results if r.run_date is not None}  # a daily job's units are days
+        committed = [d for d, completed in ran.items() if completed]
+        failed = [d for d, completed in ran.items() if not completed]
+        not_committed = [d for d in days if d not in committed and d not in failed]
+        standing = "; ".join(f"{label}: {day_list(ds)}" for label, ds in (
+            ("committed", committed), ("failed", failed), ("not committed", not_committed)) if ds)
+        exc = run.stopped_by
+        if isinstance(exc, PulsecartError):
+            message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
+            return type(exc)(message, hint=exc.hint)
+        return DatabaseError(f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; {standing}",
+                             hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
+                                  f"{min(days)}..{max(days)} --only-missing --only-failed")
+
+
+OnDayStart = Callable[[date], None]
+OnDayDone = Callable[[UnitResult], None]
+
+
+@contextmanager
+def _no_progress(total: int) -> Iterator[tuple[OnDayStart, OnDayDone]]:
+    yield (lambda day: None), (lambda result: None)
+
+
+def run_daily(
+    url: str,
+    request: DailyRequest,
+    *,
+    progress: Callable[[int], AbstractContextManager[tuple[OnDayStart, OnDayDone]]] = _no_progress,
+    notify: Callable[[str], None] = lambda message: None,
+) -> DailyReport:
+    """--if-missing, then plan the days, then (unless a dry run) run them, on one connection with one
+    migration check. A dry run of the days as given needs no database at all.
+
+    ``progress(number of days)`` is entered around the run and gives the callbacks called as each
+    day starts and ends; ``notify`` hears notes while the run goes on (``DailyRun.notes`` has the rest)."""
+    report = DailyReport(request)
+    job, days = request.job, request.days
+    if request.dry_run and not (request.if_missing or request.selection.filtering):
+        report.plan = plan_days(None, job, days, request.selection)
+        return report
+    with connection(url) as conn:
+        require_current(conn)
+        if request.if_missing:
+            report.already_succeeded = last_success(conn, job, days[0])
+            if report.already_succeeded is not None:
+                return report
+        report.plan = plan_days(conn, job, days, request.selection)
+        if request.dry_run or not report.plan:
+            return report
+        with progress(len(report.plan)) as (on_day_start, on_day_done):
+            report.run = _run_days(conn, url, job, [d for d, _ in report.plan], request.invocation,
+                                   wait=request.wait, keep_going=request.keep_going,
+                                   on_day_start=on_day_start, on_day_done=on_day_done, notify=notify,
+                                   forget=request.forget)
+    return report
+
+
 def run_daily_job(
     url: str,
     job: str,
@@ -60,39 +165,60 @@ def run_daily_job(
     *,
     wait: bool = False,
     keep_going: bool = False,
-    on_day_start: Callable[[date], None] = lambda day: None,
-    on_day_done: Callable[[UnitResult], None] = lambda result: None,
+    on_day_start: OnDayStart = lambda day: None,
+    on_day_done: OnDayDone = lambda result: None,
     notify: Callable[[str], None] = lambda message: None,
+    forget: bool = False,
+) -> DailyRun:
+    """Run ``job`` for each day (see ``_run_days``) on a connection of its own."""
+    with connection(url) as conn:
+        require_current(conn)
+        return _run_days(conn, url, job, sorted(days), invocation, wait=wait, keep_going=keep_going,
+                         on_day_start=on_day_start, on_day_done=on_day_done, notify=notify, forget=forget)
+
+
+def _run_days(
+    conn: psycopg.Connection,
+    url: str,
+    job: str,
+    days: list[date],
+    invocation: Invocation,
+    *,
+    wait: bool,
+    keep_going: bool,
+    on_day_start: OnDayStart,
+    on_day_done: OnDayDone,
+    notify: Callable[[str], None],
     forget: bool = False,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
     Stops at the first failed day unless ``keep_going``, at Ctrl-C, SIGTERM or SIGHUP (the current day
     rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
-    ``forget``: remove each day's results instead (`pulsecart forget`), under the same lock and ledger."""
+    An overlapping job's window also runs on a second connection to ``url``. ``forget``: remove each day's
+    results instead (`pulsecart forget`), one day at a time, under the same lock and ledger."""
     days = sorted(days)
     if DAILY_JOBS[job].overlapping and len(days) > 1 and not forget:
-        return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(on_day_start, on_day_done)
+        return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(conn, on_day_start,
+                                                                                           on_day_done)
     day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
-    with connection(url) as conn:
-        require_current(conn)
-        for index, day in enumerate(days):
-            context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
-            try:
-                on_day_start(day)
-                result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
-                                  run_date=day, wait=wait)
-            except KeyboardInterrupt as exc:  # between days, or before the day's work started
-                run.interruption = Interrupted.of(exc)
-                break
-            except (PulsecartError, psycopg.Error) as exc:
-                run.stopped_by = exc
-                break
-            run.results.append(result)
-            on_day_done(result)
-            run.interruption = result.interruption
-            if not _next_day_may_run(result, keep_going):
-                break
+    for index, day in enumerate(days):
+        context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
+        try:
+            on_day_start(day)
+            result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
+                              run_date=day, wait=wait)
+        except KeyboardInterrupt as exc:  # between days, or before the day's work started
+            run.interruption = Interrupted.of(exc)
+            break
+        except (PulsecartError, psycopg.Error) as exc:
+            run.stopped_by = exc
+            break
+        run.results.append(result)
+        on_day_done(result)
+        run.interruption = result.interruption
+        if not _next_day_may_run(result, keep_going):
+            break
     return run
 
 
@@ -132,13 +258,8 @@ class _OverlappingDays:
         self._connections: list[psycopg.Connection] = []
         self.worker_error: BaseException | None = None  # why a second worker could not connect
 
-    def run(self, on_day_start: Callable[[date], None], on_day_done: Callable[[UnitResult], None]) -> DailyRun:
-        first = connect(self.url)
-        try:
-            require_current(first)
-        except BaseException:
-            first.close()
-            raise
+    def run(self, first: psycopg.Connection, on_day_start: OnDayStart, on_day_done: OnDayDone) -> DailyRun:
+        """``first``: the caller's connection, for the first worker (the caller closes it)."""
         workers = [threading.Thread(target=self._work_through_days, args=(first if i == 0 else None,), daemon=True)
                    for i in range(min(DAYS_IN_FLIGHT, len(self.days)))]
         for worker in workers:
@@ -198,9 +319,10 @@ class _OverlappingDays:
             self._next += 1
             return self._next - 1
 
-    def _work_through_days(self, conn: psycopg.Connection | None) -> None:
+    def _work_through_days(self, given: psycopg.Connection | None) -> None:
+        """Runs days on ``given``, or on a connection of its own that it closes after."""
         try:
-            conn = conn or connect(self.url)
+            conn = given or connect(self.url)
         except BaseException as exc:  # noqa: BLE001 - e.g. no connection slot left: the other worker goes on
             self.worker_error = exc
             return
@@ -212,7 +334,8 @@ class _OverlappingDays:
         finally:
             with self._guard:
                 self._connections.remove(conn)
-            conn.close()
+            if given is None:
+                conn.close()
 
     def _run_day(self, conn: psycopg.Connection, index: int) -> None:
         day = self.days[index]

@@ -183,3 +183,59 @@ def test_runs_lists_the_ledger_newest_first(cli, conn):
     assert [r["run_date"] for r in failed] == ["2025-03-03"]
     table = cli("runs")
     assert "injected failure" in table.stdout
+
+
+def counting_connections(monkeypatch) -> dict[str, int]:
+    """Counts the connections the runner opens and the migration checks it makes."""
+    from pulsecart_cli import database, runner
+
+    counts = {"connections": 0, "migration_checks": 0}
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            counts[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(database, "connect", counted("connections", database.connect))
+    monkeypatch.setattr(runner, "connect", database.connect)
+    monkeypatch.setattr(runner, "require_current", counted("migration_checks", runner.require_current))
+    return counts
+
+
+def test_a_run_opens_one_connection_and_checks_the_migrations_once(db_url, monkeypatch):
+    from pulsecart_cli.ledger import Invocation
+    from pulsecart_cli.planning import Selection
+    from pulsecart_cli.runner import DailyRequest, run_daily
+
+    counts = counting_connections(monkeypatch)
+    request = DailyRequest("metrics", [date(2025, 3, 3)], Invocation("manual", None),
+                           Selection(only_missing=True), if_missing=True)
+    report = run_daily(db_url, request)
+    assert report.run is not None and report.run.ok and [d for d, _ in report.plan] == [date(2025, 3, 3)]
+    assert counts == {"connections": 1, "migration_checks": 1}
+    assert run_daily(db_url, request).already_succeeded is not None
+    assert counts == {"connections": 2, "migration_checks": 2}
+
+
+def test_a_window_of_an_overlapping_job_adds_only_the_second_day_in_flight(db_url, monkeypatch):
+    from pulsecart_cli.ledger import Invocation
+    from pulsecart_cli.runner import DailyRequest, run_daily
+
+    counts = counting_connections(monkeypatch)
+    report = run_daily(db_url, DailyRequest("aggregate", days_between(date(2025, 3, 1), date(2025, 3, 4)),
+                                            Invocation("manual", None)))
+    assert report.run is not None and report.run.ok and len(report.run.results) == 4
+    assert counts == {"connections": 2, "migration_checks": 1}
+
+
+def test_a_dry_run_without_selectors_needs_no_database(monkeypatch):
+    from pulsecart_cli.ledger import Invocation
+    from pulsecart_cli.runner import DailyRequest, run_daily
+
+    counts = counting_connections(monkeypatch)
+    report = run_daily("postgresql://nobody@127.0.0.1:1/unused",
+                       DailyRequest("metrics", [date(2025, 3, 2), date(2025, 3, 1)], Invocation("manual", None),
+                                    dry_run=True))
+    assert report.plan == [(date(2025, 3, 1), "requested"), (date(2025, 3, 2), "requested")] and report.run is None
+    assert counts == {"connections": 0, "migration_checks": 0}
