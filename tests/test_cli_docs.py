@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from pulsecart_cli.cli import app
 from pulsecart_cli.dates import parse_day, parse_window
+from pulsecart_cli.registry import DAILY_JOBS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 ROOT = get_command(app)
@@ -206,7 +207,7 @@ def test_shell_completion_completes_commands_and_option_values():
         return result.stdout
 
     assert complete("pulsecart aggr").split() == ["aggregate"]
-    assert set(complete("pulsecart runs --job ").split()) == {"aggregate", "metrics", "reconcile"}
+    assert set(complete("pulsecart runs --job ").split()) == {*DAILY_JOBS, "reconcile"}
     assert "--via" in complete("pulsecart metrics --v").split()
     assert "--install-completion" in help_text("pulsecart")
 
