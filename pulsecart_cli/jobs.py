@@ -140,7 +140,7 @@ def _plain(value: Decimal | None) -> str | None:
 
 
 class DayJob(Protocol):
-    """A job's work on one day (the registry's ``DailyJob.run_day``)."""
+    """A job's work on one day (the registry's ``DailyJob.run_day`` and ``forget_day``)."""
 
     def __call__(self, conn: psycopg.Connection, day: date, context: DayContext = ...) -> Outcome: ...
 
