@@ -18,7 +18,7 @@ from pulsecart_cli.queries import one_row, query
 class DayContext:
     """What the runner tells one day's work about the run around it."""
 
-    later_days: frozenset[date] = frozenset()  # days this run will process after this one
+    later_days: frozenset[date] = frozenset()  # days among D+1 .. D+6 this run will process after this one
     # Returns once the run's previous day has committed (a window keeps two days in flight).
     wait_for_previous_day: Callable[[], None] = lambda: None
     notify: Callable[[str], None] = lambda message: None  # a note for the operator, now

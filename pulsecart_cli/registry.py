@@ -47,7 +47,7 @@ def _aggregate_forgotten(d: dict) -> str:
     note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed"
     if d["scores_refreshed"]:
         note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
-    return note + f"; current scores as of {d['current_scores_as_of']}"
+    return note + f"; current scores as of {d['current_scores_as_of'] or 'none (no day aggregated)'}"
 
 
 def _metrics_summary(d: dict) -> str:

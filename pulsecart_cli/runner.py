@@ -5,7 +5,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 
 import psycopg
@@ -19,6 +19,7 @@ from pulsecart_cli.errors import (
     Interrupted,
     LockBusy,
     PulsecartError,
+    UsageError,
     first_line,
 )
 from pulsecart_cli.jobs import DayContext
@@ -114,6 +115,9 @@ class DailyReport:
                                   f"{min(days)}..{max(days)} --only-missing --only-failed")
 
 
+MAX_FORGET_DAYS = 366
+FORGET_TARGET = "forget"  # a forget's ledger row: the job and day it removed, under that day's lock
+
 OnDayStart = Callable[[date], None]
 OnDayDone = Callable[[UnitResult], None]
 
@@ -137,6 +141,9 @@ def run_daily(
     day starts and ends; ``notify`` hears notes while the run goes on (``DailyRun.notes`` has the rest)."""
     report = DailyReport(request)
     job, days = request.job, request.days
+    if request.forget and len(days) > MAX_FORGET_DAYS:
+        raise UsageError(f"forget: {len(days):,} days is more than {MAX_FORGET_DAYS} at once; "
+                         "forget a shorter window (each day gets its own ledger row)")
     if request.dry_run and not (request.if_missing or request.selection.filtering):
         report.plan = plan_days(None, job, days, request.selection)
         return report
@@ -203,11 +210,11 @@ def _run_days(
     day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
     for index, day in enumerate(days):
-        context = DayContext(later_days=frozenset(days[index + 1:]), notify=notify)
         try:
             on_day_start(day)
+            context = DayContext(later_days=_later_within_a_week(days, index), notify=notify)
             result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
-                              run_date=day, wait=wait)
+                              run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
         except KeyboardInterrupt as exc:  # between days, or before the day's work started
             run.interruption = Interrupted.of(exc)
             break
@@ -220,6 +227,13 @@ def _run_days(
         if not _next_day_may_run(result, keep_going):
             break
     return run
+
+
+def _later_within_a_week(days: list[date], index: int) -> frozenset[date]:
+    """The days of a sorted, distinct run after days[index] that its scores step must leave to their own
+    turn: those up to 6 days later (the only ones it reads into). Bounded, so a long window stays linear."""
+    week_after = days[index] + timedelta(days=6)
+    return frozenset(day for day in days[index + 1:index + 7] if day <= week_after)
 
 
 def _next_day_may_run(result: UnitResult | None, keep_going: bool) -> bool:
@@ -351,7 +365,7 @@ class _OverlappingDays:
 
     def _day_work(self, conn: psycopg.Connection, index: int):
         try:
-            context = DayContext(later_days=frozenset(d.day for d in self.days[index + 1:]),
+            context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
                                  wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
             outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
         except psycopg.errors.QueryCanceled:

@@ -67,7 +67,7 @@ def _stale_reason(late_events: bool, scores_stale_since: list[date] | None) -> s
     if scores_stale_since is None:
         return None
     if not scores_stale_since:
-        return "scores computed by an earlier pulsecart or by hand: what they were computed from is not known"
+        return "scores computed by an earlier pulsecart, by hand, or before a day they read was forgotten: what they were computed from is not known"
     changed = ", ".join(str(d) for d in scores_stale_since)
     return f"scores older than the counts of {changed}"
 

@@ -34,7 +34,7 @@ def lock_keys(job: str, run_date: date | None, target: str | None) -> dict:
 
 
 def _describe_unit(job: str, run_date: date | None, target: str | None) -> str:
-    return f"{job} {run_date or target or ''}".strip()
+    return " ".join(str(part) for part in (job, target, run_date) if part)  # "aggregate forget 2025-03-07"
 
 
 def run_unit(

@@ -85,6 +85,20 @@ def history(conn, as_of):
         "SELECT user_id, score FROM personalization_score_history WHERE as_of = %s", (as_of,)).fetchall())
 
 
+def all_history(conn):
+    rows = conn.execute("SELECT as_of, user_id, score FROM personalization_score_history ORDER BY 1, 2")
+    return {(as_of, user): score for as_of, user, score in rows}
+
+
+def scores_by_definition(conn):
+    """Score as of D: the weighted counts of D-6 .. D, for every aggregated day D."""
+    rows = conn.execute("""
+        SELECT d.day, a.user_id, sum(a.event_count * event_weight(a.event_type))
+        FROM aggregated_days d JOIN event_aggregates a ON a.date BETWEEN d.day - 6 AND d.day
+        GROUP BY 1, 2""")
+    return {(as_of, user): score for as_of, user, score in rows}
+
+
 def metrics_row(conn, day=D):
     return conn.execute(
         "SELECT orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals"

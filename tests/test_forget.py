@@ -5,8 +5,7 @@ bringing everything back."""
 import json
 from datetime import date, timedelta
 
-from tests.helpers import history, insert_events, metrics_row, runs, utc
-from tests.test_window_scores import all_history, scores_by_definition
+from tests.helpers import all_history, history, insert_events, metrics_row, runs, scores_by_definition, utc
 
 FIRST = date(2025, 3, 1)
 WINDOW = f"{FIRST}..{FIRST + timedelta(days=7)}"
@@ -95,3 +94,31 @@ def test_forget_accepts_future_days_and_refuses_bad_input_with_exit_2(cli):
         result = cli(*args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_forget_that_fails_changes_nothing_and_leaves_the_day_as_it_was_in_status(cli, conn):
+    week_of_events(conn)
+    assert cli("aggregate", "--window", WINDOW).exit_code == 0
+    before = all_history(conn)
+    conn.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+        CREATE TRIGGER refuse BEFORE DELETE ON event_aggregates FOR EACH ROW EXECUTE FUNCTION refuse();""")
+
+    result = cli("forget", "aggregate", "--date", str(day(4)))
+
+    assert result.exit_code == 1 and "injected failure" in result.output
+    assert all_history(conn) == before
+    assert day_state(cli, "aggregate", day(4))["state"] == "succeeded"    # not "failed": nothing changed
+    failed_plan = cli("aggregate", "--window", WINDOW, "--only-failed", "--dry-run", "--json")
+    assert json.loads(failed_plan.stdout)["days"] == []
+    [row] = conn.execute("SELECT target, status FROM job_runs WHERE run_date = %s AND target IS NOT NULL",
+                         (day(4),)).fetchall()
+    assert row == ("forget", "failed")
+
+
+def test_forget_refuses_more_than_a_year_of_days_at_once(cli, conn):
+    result = cli("forget", "aggregate", "--window", "2025-01-01..9998-12-31")
+    assert result.exit_code == 2
+    assert "is more than 366 at once" in result.output
+    assert conn.execute("SELECT count(*) FROM job_runs").fetchone()[0] == 0

@@ -267,8 +267,8 @@ def test_scores_of_unknown_origin_are_stale(week):
         conn.execute("UPDATE aggregated_days SET scores_from = NULL WHERE day = '2025-03-02'")
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
     stale = [(d["date"], d["reason"]) for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"]
-    assert stale == [("2025-03-02", ("scores computed by an earlier pulsecart or by hand: "
-                                    "what they were computed from is not known"))]
+    assert stale == [("2025-03-02", ("scores computed by an earlier pulsecart, by hand, or before a day they "
+                                    "read was forgotten: what they were computed from is not known"))]
 
 
 def test_a_run_waiting_for_another_runs_score_step_says_so_and_then_succeeds(db_url):

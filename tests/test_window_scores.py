@@ -5,7 +5,7 @@ Carried scores must equal the definition: the weighted counts of D-6 .. D."""
 import json
 from datetime import date, timedelta
 
-from tests.helpers import history, insert_events, run_pulsecart, utc
+from tests.helpers import all_history, history, insert_events, run_pulsecart, scores_by_definition, utc
 
 FIRST, LAST = date(2025, 3, 1), date(2025, 3, 16)
 
@@ -16,11 +16,6 @@ def day(n: int) -> date:
 
 def at(n: int, hour: int = 12):
     return utc(day(n).year, day(n).month, day(n).day, hour)
-
-
-def all_history(conn):
-    rows = conn.execute("SELECT as_of, user_id, score FROM personalization_score_history ORDER BY 1, 2")
-    return {(as_of, user): score for as_of, user, score in rows}
 
 
 def scored_from_previous(result_stdout: str) -> list[bool]:
@@ -54,15 +49,6 @@ def test_carried_scores_equal_scores_computed_day_by_day(cli, conn):
     assert (day(10), "gina") not in carried and carried[(day(12), "gina")] == 10
     assert carried[(day(8), "erin")] == 0 and (day(9), "erin") not in carried
     assert carried[(day(9), "dave")] == 1 and carried[(day(8), "frank")] == 3
-
-
-def scores_by_definition(conn):
-    """Score as of D: the weighted counts of D-6 .. D, for every aggregated day D."""
-    rows = conn.execute("""
-        SELECT d.day, a.user_id, sum(a.event_count * event_weight(a.event_type))
-        FROM aggregated_days d JOIN event_aggregates a ON a.date BETWEEN d.day - 6 AND d.day
-        GROUP BY 1, 2""")
-    return {(as_of, user): score for as_of, user, score in rows}
 
 
 def test_a_day_scored_before_the_days_it_reads_is_rescored_when_they_are_counted(cli, conn):

@@ -21,7 +21,7 @@ LEFT JOIN LATERAL (
     SELECT id, host, pid, trigger, started_at
     FROM job_runs
     WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s
-      AND target IS NOT DISTINCT FROM %(target)s AND status = 'running'
+      AND (%(run_date)s::date IS NOT NULL OR target IS NOT DISTINCT FROM %(target)s) AND status = 'running'
       AND (backend_pid = h.backend_pid OR backend_pid IS NULL)
     ORDER BY id DESC
     LIMIT 1
@@ -30,12 +30,13 @@ WHERE h.backend_pid IS NOT NULL;
 
 -- name: reap_dead
 -- Called while holding the unit's lock: any run still marked running cannot be alive. When it ended
--- is unknown, so finished_at stays NULL (not the time someone noticed).
+-- is unknown, so finished_at stays NULL (not the time someone noticed). A day's unit is its job and day,
+-- whatever the target (a forget of the day takes the same lock).
 UPDATE job_runs
 SET status = 'failed',
     error = 'abandoned: the process ended without finishing (its lock was free)'
 WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s
-  AND target IS NOT DISTINCT FROM %(target)s AND status = 'running'
+  AND (%(run_date)s::date IS NOT NULL OR target IS NOT DISTINCT FROM %(target)s) AND status = 'running'
 RETURNING id;
 
 -- name: start

@@ -7,9 +7,11 @@ WITH days AS (
     SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
 ), latest AS (
     -- job_run_status: a 'running' row whose session no longer holds its lock is failed (abandoned).
+    -- A forget that did not complete (failed, running) changed nothing: the runs before it tell.
     SELECT DISTINCT ON (run_date) run_date, id, job_run_status(job_runs) AS status, started_at
     FROM job_runs
     WHERE job = %(job)s AND run_date BETWEEN %(start)s AND %(end)s
+      AND (target IS DISTINCT FROM 'forget' OR status = 'forgotten')
     ORDER BY run_date, id DESC
 ), last_success AS (
     -- A success counts until the day's results are forgotten (pulsecart forget) after it.

@@ -129,3 +129,14 @@ def test_resolve_topics_all_and_unknown():
     assert raised.value.message == ("unknown topic 'orders': expected all, commerce-events, user-actions, "
                                     "system-events or their full names (pulsecart.commerce-events)")
     assert raised.value.exit_code == 2
+
+
+def test_a_day_leaves_to_its_own_turn_only_the_run_days_within_the_week_after_it():
+    from datetime import timedelta
+
+    from pulsecart_cli.runner import _later_within_a_week
+
+    days = [date(2025, 3, 1) + timedelta(days=n) for n in range(400)]
+    assert _later_within_a_week(days, 0) == frozenset(days[1:7])
+    assert _later_within_a_week(days, 398) == frozenset(days[399:])
+    assert _later_within_a_week([date(2025, 3, 1), date(2025, 3, 7), date(2025, 3, 8)], 0) == {date(2025, 3, 7)}
