@@ -284,7 +284,7 @@ def runs_table(rows: list[dict]) -> Table:
         table.add_column(column, justify="right" if column in ("id", "duration", "rows") else "left")
     for r in rows:
         duration = f"{float(r['duration_s']):.2f}s" if r["duration_s"] is not None else "-"
-        table.add_row(str(r["id"]), cell(r["job"]), cell(r["run_date"] or r["target"]),
+        table.add_row(str(r["id"]), cell(r["job"]), cell(" ".join(str(part) for part in (r["run_date"], r["target"]) if part)),
                       f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", cell(r["trigger"]),
                       when(r["started_at"]), duration,
                       "-" if r["rows_written"] is None else f"{r['rows_written']:,}", cell(r["error"] or ""))

@@ -47,7 +47,7 @@ def test_a_mistyped_day_that_became_the_current_scores_is_forgotten_and_the_real
     assert current_scores(conn) == expected
     assert day_state(cli, "aggregate", date(2026, 3, 8))["state"] == "missing"
     assert runs(conn)[-1][:2] == (date(2026, 3, 8), "forgotten")
-    assert "forgotten" in cli("runs", "--status", "forgotten").output
+    assert "2026-03-08 forget" in cli("runs", "--status", "forgotten").output
 
 
 def test_forgetting_a_day_rescores_the_days_that_read_it_and_a_rerun_restores_the_window(cli, conn):
