@@ -71,14 +71,18 @@ def run_unit(
         ))[0]
         result = UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id)
         started = time.monotonic()
+        recorded: RunStatus | None = None  # the status the ledger row holds, once written
         try:
             if transactional:
                 with conn.transaction():
                     outcome = work(conn)
+                    _take_outcome(result, outcome)
+                    if not outcome.error:  # committed with the work: a connection lost after the commit
+                        _finish(conn, result, started)  # cannot leave data and ledger disagreeing
+                        recorded = result.status
             else:
                 outcome = work(conn)
-            result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
-            result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
+                _take_outcome(result, outcome)
         except KeyboardInterrupt as exc:
             result.interruption = Interrupted.of(exc)
             result.status, result.error = RunStatus.FAILED, result.interruption.reason
@@ -91,16 +95,23 @@ def run_unit(
             result.status, result.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}".strip()
         finally:
             result.duration_s = round(time.monotonic() - started, 3)
-            if result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
-                conn.execute(
-                    query("ledger.finish"),
-                    {"id": run_id, "status": result.status, "rows": result.rows,
-                     "details": Jsonb(result.details), "error": result.error},
-                )
+            if result.status not in (RunStatus.RUNNING, recorded) and not result.not_run and not conn.closed:
+                _finish(conn, result, started)
         return result
     finally:
         if not conn.closed and not conn.broken:
             conn.execute(query("ledger.unlock"), keys)
+
+
+def _take_outcome(result: UnitResult, outcome: Outcome) -> None:
+    result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
+    result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
+
+
+def _finish(conn: psycopg.Connection, result: UnitResult, started: float) -> None:
+    result.duration_s = round(time.monotonic() - started, 3)
+    conn.execute(query("ledger.finish"), {"id": result.run_id, "status": result.status, "rows": result.rows,
+                                          "details": Jsonb(result.details), "error": result.error})
 
 
 @dataclass(frozen=True)

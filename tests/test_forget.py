@@ -3,7 +3,13 @@
 bringing everything back."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import date, timedelta
+
+import psycopg
 
 from tests.helpers import all_history, history, insert_events, metrics_row, runs, scores_by_definition, utc
 
@@ -122,3 +128,37 @@ def test_forget_refuses_more_than_a_year_of_days_at_once(cli, conn):
     assert result.exit_code == 2
     assert "is more than 366 at once" in result.output
     assert conn.execute("SELECT count(*) FROM job_runs").fetchone()[0] == 0
+
+
+def wait_for(conn, sql, params=(), timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(sql, params).fetchone()
+        if row and row[0]:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+def test_a_connection_lost_as_the_forget_ends_leaves_data_and_ledger_agreeing(cli, conn, db_url):
+    """The forget's ledger row is finished inside its own transaction: when the session dies before that
+    commits, the removal rolls back with it, so status never shows ✓ over a removed day."""
+    week_of_events(conn)
+    assert cli("aggregate", "--window", WINDOW).exit_code == 0
+    with psycopg.connect(db_url) as scores_lock, psycopg.connect(db_url) as row_lock:
+        scores_lock.execute("SELECT pg_advisory_xact_lock(aggregate_scores_lock_key())")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CTX_")}
+        forget = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "forget", "aggregate", "--date", str(day(4))],
+                                  env=env | {"PULSECART_DATABASE_URL": db_url}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        run_id = wait_for(conn, "SELECT id FROM job_runs WHERE target = 'forget' AND status = 'running'")
+        row_lock.execute("SELECT 1 FROM job_runs WHERE id = %s FOR UPDATE", (run_id,))
+        scores_lock.commit()        # the forget goes on, and blocks where it writes its ledger row
+        backend = wait_for(conn, "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+                                 " AND wait_event_type = 'Lock'", (f"pulsecart aggregate forget {day(4)}",))
+        conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        row_lock.rollback()
+        forget.communicate(timeout=30)
+    assert forget.returncode != 0
+    assert history(conn, day(4)) != {}                                   # rolled back: nothing removed
+    assert day_state(cli, "aggregate", day(4))["state"] == "succeeded"   # and status agrees

@@ -48,8 +48,10 @@ VALUES (%(job)s, %(run_date)s, %(target)s, 'running', %(trigger)s, %(airflow_run
 RETURNING id;
 
 -- name: finish
+-- Also run inside the unit's own transaction (its success commits with its work): clock_timestamp(),
+-- since now() would be when that transaction began.
 UPDATE job_runs
-SET status = %(status)s, finished_at = now(), rows_written = %(rows)s, details = %(details)s, error = %(error)s
+SET status = %(status)s, finished_at = clock_timestamp(), rows_written = %(rows)s, details = %(details)s, error = %(error)s
 WHERE id = %(id)s;
 
 -- name: forget
