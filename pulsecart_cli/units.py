@@ -51,8 +51,8 @@ def run_unit(
     """Run ``work`` for one unit under its lock, recorded in the ledger.
 
     With ``transactional`` it runs in one transaction: a failure
-    leaves the unit's data untouched. The ledger rows are written outside that transaction, so a
-    failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
+    leaves the unit's data untouched. A success is recorded inside that transaction (data and ledger
+    commit together); the start and a failure are written outside it, so a failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
     statement, rolls the unit back and marks it failed with the reason ("terminated by SIGTERM").
     """
     unit = {"job": job, "run_date": run_date, "target": target}
