@@ -50,10 +50,8 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
         scored_users = one_row(conn.execute(query("aggregate.scored_users"), params))[0]
     else:
         scored_users, from_previous, history_written = _score(conn, day)
-    refreshed = [row[0] for row in conn.execute(
-        query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
-    for as_of in refreshed:
-        history_written += _score(conn, as_of)[2]
+    refreshed, rescored_rows = _rescore_later_days(conn, day, context)
+    history_written += rescored_rows
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
     return Outcome(
         rows=aggregate_rows,
@@ -88,6 +86,14 @@ def _score(conn: psycopg.Connection, as_of: date) -> tuple[int, bool, int]:
     return scored_users, from_previous, sum(written)
 
 
+def _rescore_later_days(conn: psycopg.Connection, day: date, context: DayContext) -> tuple[list[date], int]:
+    """Rescore the aggregated as-of days D+1 .. D+6 whose scores are stale, except those this run does
+    later. Returns (the days rescored, rows written)."""
+    stale = [row[0] for row in conn.execute(
+        query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
+    return stale, sum(_score(conn, as_of)[2] for as_of in stale)
+
+
 def _scores_fresh(conn: psycopg.Connection, as_of: date) -> bool:
     """Whether the stored scores as of ``as_of`` were computed from the counts as they are now."""
     row = conn.execute(query("aggregate.scores_fresh"), {"day": as_of}).fetchone()
@@ -118,9 +124,7 @@ def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContex
     conn.execute(query("aggregate.begin_day"))
     _lock_scores(conn, day, context.notify)
     counts_removed, scores_removed = one_row(conn.execute(query("aggregate.forget_day"), {"day": day}))
-    refreshed = [row[0] for row in conn.execute(
-        query("aggregate.stale_later_days"), {"day": day, "left_to_run": sorted(context.later_days)})]
-    history_written = sum(_score(conn, as_of)[2] for as_of in refreshed)
+    refreshed, history_written = _rescore_later_days(conn, day, context)
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
     return Outcome(
         rows=counts_removed + scores_removed, status=RunStatus.FORGOTTEN,

@@ -38,16 +38,17 @@ class DailyJob:
 def _aggregate_summary(d: dict) -> str:
     kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
     note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
-    if d["scores_refreshed"]:
-        note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
-    return note
+    return note + _rescored(d)
 
 
 def _aggregate_forgotten(d: dict) -> str:
-    note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed"
-    if d["scores_refreshed"]:
-        note += f"; rescored as of {', '.join(d['scores_refreshed'])} (they read this day's counts)"
+    note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed{_rescored(d)}"
     return note + f"; current scores as of {d['current_scores_as_of'] or 'none (no day aggregated)'}"
+
+
+def _rescored(d: dict) -> str:
+    refreshed = d["scores_refreshed"]
+    return f"; rescored as of {', '.join(refreshed)} (they read this day's counts)" if refreshed else ""
 
 
 def _metrics_summary(d: dict) -> str:

@@ -77,8 +77,11 @@ def run_unit(
                 with conn.transaction():
                     outcome = work(conn)
                     _take_outcome(result, outcome)
-                    if not outcome.error:  # committed with the work: a connection lost after the commit
-                        _finish(conn, result, started)  # cannot leave data and ledger disagreeing
+                    if not outcome.error:
+                        # Recorded inside the work's transaction: data and ledger commit together, so a
+                        # connection lost after the commit cannot leave them disagreeing.
+                        result.duration_s = round(time.monotonic() - started, 3)
+                        _finish(conn, result)
                         recorded = result.status
             else:
                 outcome = work(conn)
@@ -94,9 +97,10 @@ def run_unit(
         except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure
             result.status, result.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}".strip()
         finally:
-            result.duration_s = round(time.monotonic() - started, 3)
-            if result.status not in (RunStatus.RUNNING, recorded) and not result.not_run and not conn.closed:
-                _finish(conn, result, started)
+            if result.status != recorded:
+                result.duration_s = round(time.monotonic() - started, 3)
+                if result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
+                    _finish(conn, result)
         return result
     finally:
         if not conn.closed and not conn.broken:
@@ -108,8 +112,7 @@ def _take_outcome(result: UnitResult, outcome: Outcome) -> None:
     result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
 
 
-def _finish(conn: psycopg.Connection, result: UnitResult, started: float) -> None:
-    result.duration_s = round(time.monotonic() - started, 3)
+def _finish(conn: psycopg.Connection, result: UnitResult) -> None:
     conn.execute(query("ledger.finish"), {"id": result.run_id, "status": result.status, "rows": result.rows,
                                           "details": Jsonb(result.details), "error": result.error})
 
