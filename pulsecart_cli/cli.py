@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,7 +31,7 @@ from pulsecart_cli import (
     render,
     schedules,
 )
-from pulsecart_cli.dates import days_between, parse_day, parse_duration, select_days
+from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
@@ -459,8 +459,7 @@ def status(
       pulsecart status --check --days 3
     """
     jobs = [job.value] if job else list(DAILY_JOBS)
-    last = parse_day(end, "--end")
-    window = days_between(last - timedelta(days=days - 1), last)
+    window = look_back(end, days)
     with _migrated_connection(database_url) as conn:
         states = {j: day_states(conn, j, window) for j in jobs}
     if check:

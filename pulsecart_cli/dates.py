@@ -50,6 +50,19 @@ def parse_window(text: str) -> list[date]:
     return days_between(start, end)
 
 
+def look_back(end_text: str, days: int) -> list[date]:
+    """`status --end E --days N`: the N days ending on E, oldest first. E is not after today (UTC): a day
+    that has not happened has no runs, and the fix commands status prints would be refused."""
+    last = parse_day(end_text, "--end")
+    today = today_utc()
+    if last > today:
+        raise UsageError(f"--end: {last} is in the future (today is {today} UTC); status shows days up to today")
+    first = last - timedelta(days=days - 1)
+    if first < FIRST_DAY:
+        raise UsageError(f"--days {days} from --end {last} starts before {FIRST_DAY}, the first day accepted")
+    return days_between(first, last)
+
+
 def days_between(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 

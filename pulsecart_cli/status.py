@@ -100,7 +100,8 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
         for day, state in sorted(states.items()):
             if state.state == DayStatus.SUCCEEDED:
                 continue
-            reason = {DayStatus.MISSING: "no successful run",
+            forgotten = state.latest_status == RunStatus.FORGOTTEN
+            reason = {DayStatus.MISSING: f"forgotten by run {state.latest_run_id}" if forgotten else "no successful run",
                       DayStatus.FAILED: f"latest run {state.latest_run_id} failed",
                       DayStatus.RUNNING: f"run {state.latest_run_id} is still running",
                       DayStatus.STALE: state.stale_reason or "stale"}[state.state]

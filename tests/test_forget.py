@@ -53,6 +53,11 @@ def test_a_mistyped_day_that_became_the_current_scores_is_forgotten_and_the_real
     assert current_scores(conn) == expected
     assert day_state(cli, "aggregate", date(2026, 3, 8))["state"] == "missing"
     assert runs(conn)[-1][:2] == (date(2026, 3, 8), "forgotten")
+    check = cli("status", "--check", "--job", "aggregate", "--end", "2026-03-08", "--days", "1")
+    forget_run = json.loads(result.stdout)["days"][0]["run_id"]
+    assert check.exit_code == 5
+    assert check.stdout.strip() == (f"aggregate 2026-03-08 missing: forgotten by run {forget_run}; "
+                                    "fix: pulsecart aggregate --date 2026-03-08")
     assert "2026-03-08 forget" in cli("runs", "--status", "forgotten").output
 
 
