@@ -8,6 +8,7 @@ runs after a warm-up. Results: bench/results/latest.json and a Markdown table on
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ from pulsecart_cli import emulator, migrations, pubsub
 from pulsecart_cli.dates import day_bounds, days_between
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import Invocation
-from pulsecart_cli.queries import parse_named
+from pulsecart_cli.queries import parse_named, query
 from pulsecart_cli.reconcile import Options, Reconciler
 from pulsecart_cli.runner import run_daily_job
 from pulsecart_cli.seed import SeedSpec, seed_events
@@ -172,28 +173,61 @@ def history_digest(conn) -> str:
                         " FROM personalization_score_history").fetchone()[0]
 
 
-def concurrent_single_days(url: str, days: list[date], workers: int) -> None:
-    """What an Airflow backfill with --max-active-runs N does: N single-day runs at once, oldest first,
-    each on its own connection."""
+def share_days(days: list[date], workers: list) -> None:
+    """Each worker (a function of a day) on its own thread, taking the next day, oldest first, until none is left."""
     pending = list(days)
     guard = threading.Lock()
 
-    def work():
+    def work(on_day):
         while True:
             with guard:
                 if not pending:
                     return
                 day = pending.pop(0)
-            assert run_daily_job(url, "aggregate", [day], INVOCATION, wait=True).ok
+            on_day(day)
 
-    threads = [threading.Thread(target=work) for _ in range(workers)]
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
 
+def concurrent_single_days(url: str, days: list[date], workers: int) -> None:
+    """What an Airflow backfill with --max-active-runs N does: N single-day runs at once, oldest first,
+    each on its own connection."""
+    def run_day(day: date) -> None:
+        assert run_daily_job(url, "aggregate", [day], INVOCATION, wait=True).ok
+
+    share_days(days, [run_day] * workers)
+
+
 # --- 2. a 30-day window -----------------------------------------------------------------------------------------
+
+BOUND_DAYS = 10
+
+
+def counts_statement(conn, day: date) -> None:
+    """One day's counts statement as a rerun runs it (it compares and writes nothing), rolled back."""
+    start, end = day_bounds(day)
+    with conn.transaction(force_rollback=True):
+        conn.execute(query("aggregate.begin_day"))
+        conn.execute(query("aggregate.replace_counts"), {"day": day, "start": start, "end": end})
+
+
+def counts_on_connections(connections: list, days: list[date]) -> None:
+    """The days' counts statements, one thread per connection."""
+    share_days(days, [functools.partial(counts_statement, conn) for conn in connections])
+
+
+def two_in_flight_bound(url: str, days: list[date], repeats: int) -> tuple[float, float]:
+    """The same per-day work, one day after another and two at a time, without pulsecart around it: what
+    a window's two days in flight can gain over separate days at most, on this machine."""
+    with psycopg.connect(url, autocommit=True) as one, psycopg.connect(url, autocommit=True) as two:
+        serial = median_time(lambda: counts_on_connections([one], days), repeats)
+        parallel = median_time(lambda: counts_on_connections([one, two], days), repeats)
+    return serial, parallel
+
 
 def bench_window(url: str, repeats: int) -> dict:
     days = days_between(D - timedelta(days=29), D)
@@ -205,6 +239,7 @@ def bench_window(url: str, repeats: int) -> dict:
             run_daily_job(url, "aggregate", [day], INVOCATION)
 
     separate = median_time(separately, repeats, warmup=False)
+    counts_serial, counts_two_at_a_time = two_in_flight_bound(url, days[-BOUND_DAYS:], repeats)
     with psycopg.connect(url, autocommit=True) as conn:
         floor = median_time(lambda: floor_sql(
             conn, ("floor_window_counts", {"start": start, "end": end}),
@@ -222,7 +257,8 @@ def bench_window(url: str, repeats: int) -> dict:
         if history_digest(conn) != serial_digest:
             raise AssertionError(f"{CONCURRENT_DAYS} concurrent single days differ from the serial window")
     return {"days": len(days), "window_s": window, "separate_days_s": separate, "floor_s": floor,
-            "first_window_s": first_window, "concurrent_single_days_s": concurrent, "concurrent_exact": True}
+            "first_window_s": first_window, "concurrent_single_days_s": concurrent, "concurrent_exact": True,
+            "counts_one_at_a_time_s": counts_serial, "counts_two_at_a_time_s": counts_two_at_a_time}
 
 
 # --- 3. metrics one day -----------------------------------------------------------------------------------------
@@ -388,6 +424,8 @@ def ratios(r: dict) -> dict:
         "aggregate rerun, 30 ÷ 7 days of history": a30["pulsecart_rerun_s"] / a7["pulsecart_rerun_s"],
         "seed, 30 ÷ 7 days of history": a30["seed_s"] / a7["seed_s"],
         "30-day window ÷ 30 separate days": w["window_s"] / w["separate_days_s"],
+        f"bound for the line above: {BOUND_DAYS} days' counts statements two at a time ÷ one at a time":
+            w["counts_two_at_a_time_s"] / w["counts_one_at_a_time_s"],
         "30-day window ÷ floor": w["window_s"] / w["floor_s"],
         f"30 days as {CONCURRENT_DAYS} concurrent single days ÷ serial window (scores from scratch, exact)":
             w["concurrent_single_days_s"] / w["first_window_s"],
@@ -439,6 +477,8 @@ def markdown(results: dict) -> str:
             lines.append(f"| aggregate one day, {label} of history: {key.removesuffix('_s')} | {section[key]:.3f} |")
     for key in ("window_s", "separate_days_s", "floor_s", "first_window_s", "concurrent_single_days_s"):
         lines.append(f"| aggregate 30 days: {key.removesuffix('_s')} | {w[key]:.3f} |")
+    for key in ("counts_one_at_a_time_s", "counts_two_at_a_time_s"):
+        lines.append(f"| aggregate {BOUND_DAYS} days' counts statements: {key.removesuffix('_s')} | {w[key]:.3f} |")
     for key in ("pulsecart_s", "seed_s", "floor_s"):
         lines.append(f"| metrics one day: {key.removesuffix('_s')} | {m[key]:.3f} |")
     lines += ["", "| reconcile throughput | messages/s |", "| --- | ---: |"]
