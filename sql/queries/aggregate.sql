@@ -6,7 +6,7 @@
 -- Whether anything is stored for D is asked of the key's index (stored_any: ORDER BY the key, LIMIT 1).
 -- A plain EXISTS lets the planner pick a sequential scan when its statistics say D is common (a day
 -- forgotten or dropped since the last ANALYZE), and that reads the whole table when nothing is stored:
--- 120 ms at 12 days of 1M events a day, growing with the history, on every nightly run.
+-- 120 ms at 12 days of 1M events a day, growing with the history.
 -- Inserts are sorted so the index grows page by page; by bytes (COLLATE "C"), which sorts text several
 -- times faster than a locale and gives the same pages for ASCII ids. Any order would be correct.
 
