@@ -53,10 +53,7 @@ def parse_window(text: str) -> list[date]:
 def look_back(end_text: str, days: int) -> list[date]:
     """`status --end E --days N`: the N days ending on E, oldest first. E is not after today (UTC): a day
     that has not happened has no runs, and the fix commands status prints would be refused."""
-    last = parse_day(end_text, "--end")
-    today = today_utc()
-    if last > today:
-        raise UsageError(f"--end: {last} is in the future (today is {today} UTC); status shows days up to today")
+    last = not_after_today(parse_day(end_text, "--end"), "--end", "status shows days up to today")
     first = last - timedelta(days=days - 1)
     if first < FIRST_DAY:
         raise UsageError(f"--days {days} from --end {last} starts before {FIRST_DAY}, the first day accepted")
@@ -76,12 +73,18 @@ def select_days(date_text: str | None, window_text: str | None, allow_future: bo
         days = parse_window(window_text)
     else:
         raise UsageError("give exactly one of --date D or --window A..B")
-    today = today_utc()
-    if days[-1] > today and not allow_future:
-        option = "--date" if date_text is not None else "--window"
-        raise UsageError(f"{option}: {days[-1]} is in the future (today is {today} UTC); "
-                         "a day can be processed from the day itself on")
+    if not allow_future:
+        not_after_today(days[-1], "--date" if date_text is not None else "--window",
+                        "a day can be processed from the day itself on")
     return days
+
+
+def not_after_today(day: date, option: str, why: str) -> date:
+    """``day``, refused (one line, exit 2) when it is after today (UTC)."""
+    today = today_utc()
+    if day > today:
+        raise UsageError(f"{option}: {day} is in the future (today is {today} UTC); {why}")
+    return day
 
 
 def day_list(days: Iterable[date]) -> str:

@@ -164,24 +164,12 @@ def run_daily(
     return report
 
 
-def run_daily_job(
-    url: str,
-    job: str,
-    days: Iterable[date],
-    invocation: Invocation,
-    *,
-    wait: bool = False,
-    keep_going: bool = False,
-    on_day_start: OnDayStart = lambda day: None,
-    on_day_done: OnDayDone = lambda result: None,
-    notify: Callable[[str], None] = lambda message: None,
-    forget: bool = False,
-) -> DailyRun:
-    """Run ``job`` for each day (see ``_run_days``) on a connection of its own."""
-    with connection(url) as conn:
-        require_current(conn)
-        return _run_days(conn, url, job, sorted(days), invocation, wait=wait, keep_going=keep_going,
-                         on_day_start=on_day_start, on_day_done=on_day_done, notify=notify, forget=forget)
+def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,
+                  keep_going: bool = False, forget: bool = False) -> DailyRun:
+    """``run_daily`` for the days as given, without selectors; its run (for the bench and tests)."""
+    report = run_daily(url, DailyRequest(job, sorted(days), invocation, wait=wait, keep_going=keep_going,
+                                         forget=forget))
+    return report.run or DailyRun()
 
 
 def _run_days(
