@@ -1,3 +1,3 @@
-from pulsecart_cli.cli import main
+from pulsecart_cli.console import main
 
 main()

@@ -5,7 +5,6 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 """
 
 import shlex
-import signal
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
@@ -72,7 +71,9 @@ class PulsecartGroup(TyperGroup):
             code = exc.exit_code
         except _InterruptedCommand as exc:
             code = _fail(exc.interruption.reason, exc.interruption.exit_code)
-        except (typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt as exc:  # a signal before typer took over
+            code = _fail(Interrupted.of(exc).reason, Interrupted.of(exc).exit_code)
+        except typer.Abort:
             code = _fail("interrupted", EXIT_INTERRUPTED)
         except click_exceptions.NoArgsIsHelpError as exc:
             print(exc.format_message())
@@ -98,11 +99,22 @@ class PulsecartGroup(TyperGroup):
                              EXIT_FAILURE)
         return code
 
+    def make_context(self, *args, **kwargs):
+        with _interruption_kept():
+            return super().make_context(*args, **kwargs)
+
     def invoke(self, ctx):
-        try:
+        with _interruption_kept():
             return super().invoke(ctx)
-        except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130, whatever the signal
-            raise _InterruptedCommand(Interrupted.of(exc)) from exc
+
+
+@contextmanager
+def _interruption_kept():
+    """Typer turns a KeyboardInterrupt into a silent exit 130, whatever the signal: keep which one it was."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise _InterruptedCommand(Interrupted.of(exc)) from exc
 
 
 class _InterruptedCommand(Exception):
@@ -128,25 +140,6 @@ def _fail(message: str, code: int) -> int:
     else:
         print(f"Error: {message}", file=sys.stderr)
     return code
-
-
-def _raise_interrupted(signum, frame) -> None:
-    """SIGTERM (Airflow's timeout, "mark failed", a worker shutdown; kill, systemd, Kubernetes) and
-    SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
-    rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
-    a repeated signal must not break the rollback and the ledger writes that follow the first."""
-    for handled in HANDLED_SIGNALS:
-        signal.signal(handled, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def install_signal_handlers() -> None:
-    """At the CLI edge only (the console entry point), never when the library is imported."""
-    for signum in HANDLED_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
 
 
 def _debug_traceback(debug: bool) -> None:
@@ -804,8 +797,3 @@ def dev_db_url(home: HomeOpt = None) -> None:
       psql "$(pulsecart dev db url)"
     """
     print(embedded.start(home)[0])
-
-
-def main() -> None:
-    install_signal_handlers()
-    app()

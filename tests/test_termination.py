@@ -115,6 +115,25 @@ def test_a_signal_before_any_work_exits_with_its_code_and_one_error_line(db_url)
     assert "Traceback" not in err
 
 
+
+def test_a_signal_at_any_moment_of_startup_exits_with_its_code_and_at_most_one_error_line(db_url):
+    """Every 10 ms of the first half second a SIGTERM lands somewhere else: the interpreter's start, the
+    imports, typer parsing the arguments, connecting. Before the handler exists the default action ends
+    the process, silently; from then on, one error line and 143. Never SIGINT's 130, never a traceback."""
+    codes = set()
+    for delay_ms in range(0, 500, 10):
+        process = start(db_url, "seed", "--start", "2025-03-01", "--days", "30", "--events-per-day", "200000")
+        time.sleep(delay_ms / 1000)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+        codes.add(process.returncode)
+        assert "Traceback" not in err, (delay_ms, err)
+        if process.returncode == -signal.SIGTERM:
+            assert err == "", (delay_ms, err)
+        else:
+            assert (process.returncode, error_lines(err)) == (143, ["Error: terminated by SIGTERM"]), (delay_ms, err)
+    assert 143 in codes
+
 # --- 2. A dead run never looks alive -------------------------------------------------------------------
 
 def test_a_killed_run_reads_as_failed_at_once_without_another_run(cli, conn, db_url):

@@ -1,0 +1,41 @@
+"""The console entry point (``pulsecart`` and ``python -m pulsecart_cli``).
+
+Signals are handled from its first line, before the CLI's imports (about a quarter of a second):
+SIGTERM, SIGHUP or Ctrl-C at any moment of a run ends in one error line and 128 + the signal's number,
+never a traceback, never SIGINT's 130 for a SIGTERM.
+"""
+
+import signal
+import sys
+
+from pulsecart_cli.errors import Interrupted
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    """SIGTERM (Airflow's timeout, "mark failed", a worker shutdown; kill, systemd, Kubernetes) and
+    SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
+    rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
+    a repeated signal must not break the rollback and the ledger writes that follow the first."""
+    for handled in HANDLED_SIGNALS:
+        signal.signal(handled, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """At the CLI edge only, never when the library is imported."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+
+
+def main() -> None:
+    install_signal_handlers()
+    try:
+        from pulsecart_cli.cli import app
+
+        app()
+    except KeyboardInterrupt as exc:  # while importing, or outside the command's own error handling
+        interruption = Interrupted.of(exc)
+        print(f"Error: {interruption.reason}", file=sys.stderr)
+        sys.exit(interruption.exit_code)
