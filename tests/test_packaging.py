@@ -23,7 +23,7 @@ def test_wheel_ships_the_sql_and_runs_migrate(tmp_path, empty_db_url):
                     str(wheel)], check=True, capture_output=True)
     env = dict(os.environ, PYTHONPATH=str(target), PULSECART_DATABASE_URL=empty_db_url)
     script = ("import pulsecart_cli, sys; print(pulsecart_cli.__file__);"
-              " from pulsecart_cli.cli import main; sys.argv = ['pulsecart', 'db', 'migrate']; main()")
+              " from pulsecart_cli.console import main; sys.argv = ['pulsecart', 'db', 'migrate']; main()")
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
