@@ -12,7 +12,6 @@ from datetime import date, timedelta
 
 import psycopg
 import psycopg.errors
-from psycopg.copy import QueuedLibpqWriter
 
 from pulsecart_cli.dates import LAST_DAY
 from pulsecart_cli.errors import UsageError
@@ -29,8 +28,6 @@ MISSING_TOTAL_SHARE = 0.02
 BAD_TOTAL_SHARE = 0.01
 BAD_TOTALS = ("N/A", "12,50", "", "free")
 MICROSECONDS_PER_DAY = 86_400_000_000
-# Buffers (about 150 KB each) generated but not yet sent; enough to keep generating while the server loads.
-SEED_QUEUE_BUFFERS = 32
 
 
 @dataclass(frozen=True)
@@ -113,23 +110,11 @@ def seed_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int = 1_00
             f" --seed ({spec.seed})", hint="pick another --seed or other days") from None
 
 
-class BoundedQueuedWriter(QueuedLibpqWriter):
-    """psycopg's queued writer, holding at most SEED_QUEUE_BUFFERS buffers instead of 1,024. Generating
-    rows outpaces the server, so its queue filled with up to 1,024 buffers: a 10-day seed peaked at
-    85-99 MB against 57 MB for 1 day; with 32, 60 MB, and loading is as fast (measured)."""
-
-    def __init__(self, cursor: psycopg.Cursor):
-        super().__init__(cursor)
-        psycopg_queue = getattr(self, "_queue", None)  # a private name: without it, psycopg's bound stays
-        if psycopg_queue is not None:
-            self._queue = type(psycopg_queue)(maxsize=SEED_QUEUE_BUFFERS)
-
-
 def _copy_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int) -> SeedResult:
     total = invalid_total = 0
-    # The queued writer sends on a thread, so generating rows overlaps with the server loading them.
-    with conn.transaction(), conn.cursor() as cur, \
-            cur.copy(query("seed.copy_events"), writer=BoundedQueuedWriter(cur)) as copy:
+    # psycopg's default writer, on this thread: its queued writer (a sending thread) was no faster here,
+    # and a signal raised while the main thread woke that thread could leave it waiting for good.
+    with conn.transaction(), conn.cursor() as cur, cur.copy(query("seed.copy_events")) as copy:
         for offset in range(spec.days):
             buffer = []
             for line, invalid in day_rows(spec, spec.start + timedelta(days=offset)):

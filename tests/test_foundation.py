@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from pulsecart_cli import migrations
-from pulsecart_cli.seed import SEED_QUEUE_BUFFERS, BoundedQueuedWriter, SeedSpec, seed_events
+from pulsecart_cli.seed import SeedSpec, seed_events
 from tests.helpers import run_pulsecart
 
 EXPECTED_TABLES = {
@@ -113,15 +113,6 @@ def test_seed_is_deterministic(conn, new_database):
         seed_events(other, SeedSpec(spec.start, 2, 50, 500, seed=8))
         assert _events_fingerprint(other) != _events_fingerprint(conn)
     assert _events_fingerprint(conn)[0] == 1000
-
-
-def test_the_seed_queues_a_bounded_number_of_buffers(conn):
-    """psycopg's queued writer holds up to 1,024 buffers; the seed's holds SEED_QUEUE_BUFFERS, so its
-    memory does not grow with the days seeded (bench: seed peak memory, 10 days ÷ 1 day). Fails if a
-    psycopg release moves the queue this class bounds."""
-    with conn.cursor() as cur:
-        queue = BoundedQueuedWriter(cur)._queue
-    assert queue.maxsize == SEED_QUEUE_BUFFERS < 1024
 
 
 def test_seed_has_a_realistic_mix_inside_each_utc_day(cli, conn):
