@@ -26,9 +26,20 @@ from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
+from pulsecart_cli.queries import query
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.registry import DAILY_JOBS
-from pulsecart_cli.units import NotRun, run_unit
+from pulsecart_cli.units import ConnectionLost, NotRun, run_unit
+
+
+@dataclass
+class InDoubt:
+    """The day whose connection died while it ran: did its COMMIT land? ``committed`` is what a new
+    connection read in its ledger row; None when no new connection could ask."""
+
+    day: date
+    run_id: int
+    committed: bool | None = None
 
 
 @dataclass
@@ -36,6 +47,7 @@ class DailyRun:
     results: list[UnitResult] = field(default_factory=list)
     interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP stopped the run
     stopped_by: Exception | None = None  # a busy lock or a lost connection stopped it before its end
+    in_doubt: InDoubt | None = None  # the day in flight when the connection was lost
     notes: list[str] = field(default_factory=list)  # worth telling the operator, not failures
 
     @property
@@ -103,9 +115,12 @@ class DailyReport:
         ran = {r.run_date: r.completed for r in run.results if r.run_date is not None}  # a daily job's units are days
         committed = [d for d, completed in ran.items() if completed]
         failed = [d for d, completed in ran.items() if not completed]
-        not_committed = [d for d in days if d not in committed and d not in failed]
+        unknown = [run.in_doubt.day] if run.in_doubt and run.in_doubt.committed is None else []
+        not_committed = [d for d in days if d not in committed and d not in failed and d not in unknown]
         standing = "; ".join(f"{label}: {day_list(ds)}" for label, ds in (
-            ("committed", committed), ("failed", failed), ("not committed", not_committed)) if ds)
+            ("committed", committed), ("failed", failed),
+            ("committed or not, unknown (`pulsecart status` tells once the database answers)", unknown),
+            ("not committed", not_committed)) if ds)
         exc = run.stopped_by
         if isinstance(exc, PulsecartError):
             message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
@@ -161,7 +176,26 @@ def run_daily(
                                    wait=request.wait, keep_going=request.keep_going,
                                    on_day_start=on_day_start, on_day_done=on_day_done, notify=notify,
                                    forget=request.forget)
+        if report.run.in_doubt is not None:
+            _settle_in_doubt(url, job, report.run, report.run.in_doubt)
     return report
+
+
+def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
+    """Ask a new connection whether the day in flight when the connection died committed: its ledger
+    row says 'succeeded' only if it did (written in the day's own transaction). A committed day joins
+    the run's results; when no connection can ask, it stays unknown."""
+    try:
+        with connection(url) as conn:
+            row = conn.execute(query("ledger.outcome"), {"id": doubt.run_id}).fetchone()
+    except (PulsecartError, psycopg.Error):
+        return
+    doubt.committed = False
+    if row is not None and row[0] == RunStatus.SUCCEEDED:
+        doubt.committed = True
+        _, rows, details, duration_s = row
+        run.results.append(UnitResult(job, doubt.day, None, RunStatus.SUCCEEDED, rows=rows or 0,
+                                      duration_s=duration_s or 0.0, details=details, run_id=doubt.run_id))
 
 
 def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,
@@ -205,6 +239,9 @@ def _run_days(
                               run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
         except KeyboardInterrupt as exc:  # between days, or before the day's work started
             run.interruption = Interrupted.of(exc)
+            break
+        except ConnectionLost as exc:
+            run.stopped_by, run.in_doubt = exc.error, InDoubt(day, exc.run_id)
             break
         except (PulsecartError, psycopg.Error) as exc:
             run.stopped_by = exc
@@ -292,6 +329,9 @@ class _OverlappingDays:
         run = DailyRun(interruption=self.interruption)
         for day in self.days:
             if day.error is not None and not run.interrupted:
+                if isinstance(day.error, ConnectionLost):
+                    run.stopped_by, run.in_doubt = day.error.error, InDoubt(day.day, day.error.run_id)
+                    break
                 if not isinstance(day.error, (PulsecartError, psycopg.Error)):
                     raise day.error
                 run.stopped_by = day.error
@@ -343,7 +383,7 @@ class _OverlappingDays:
         day = self.days[index]
         try:
             day.result = run_unit(conn, self.job, lambda c: self._day_work(c, index), self.invocation,
-                                  run_date=day.day, wait=self.wait)
+                                  run_date=day.day, wait=self.wait, cancelled_by=self._cancelled_by)
         except BaseException as exc:  # noqa: BLE001 - the lock was busy or the connection died
             day.error = exc
         finally:
@@ -352,17 +392,16 @@ class _OverlappingDays:
             day.finished.set()
 
     def _day_work(self, conn: psycopg.Connection, index: int):
-        try:
-            context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
-                                 wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
-            outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
-        except psycopg.errors.QueryCanceled:
-            if self.interrupted.is_set():
-                raise self._interruption() from None
-            raise
+        context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
+                             wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
+        outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
         if self.interrupted.is_set():
             raise self._interruption()  # not committed yet: roll back like the day still running
         return outcome
+
+    def _cancelled_by(self) -> Interrupted | None:
+        """Why a worker's statement was cancelled: the main thread's interruption, if there is one."""
+        return self._interruption() if self.interrupted.is_set() else None
 
     def _interruption(self) -> Interrupted:
         """For a worker thread: the main thread's interruption, as its own exception."""
@@ -407,6 +446,8 @@ def run_reconcile(
                     target=pair.original, wait=wait, transactional=False)
             except LockBusy as exc:
                 result = UnitResult("reconcile", None, pair.original, RunStatus.BUSY, error=exc.message)
+            except ConnectionLost as exc:  # its messages were handled one by one: no commit in doubt to settle
+                raise exc.error from exc
             results.append(result)
             if result.interrupted:
                 break

@@ -24,6 +24,15 @@ class NotRun(Exception):
     """Raised by a unit's work to drop it: rolled back and removed from the ledger, as if never started."""
 
 
+class ConnectionLost(Exception):
+    """The connection died while a unit ran, after its ledger row ``run_id`` was written. Whether its
+    work committed (the loss may have come with the COMMIT's answer) only a new connection can tell."""
+
+    def __init__(self, run_id: int, error: Exception):
+        super().__init__(str(error))
+        self.run_id, self.error = run_id, error
+
+
 def _signed32(value: int) -> int:
     return value - 2**32 if value >= 2**31 else value
 
@@ -47,6 +56,7 @@ def run_unit(
     target: str | None = None,
     wait: bool = False,
     transactional: bool = True,
+    cancelled_by: Callable[[], Interrupted | None] = lambda: None,
 ) -> UnitResult:
     """Run ``work`` for one unit under its lock, recorded in the ledger.
 
@@ -54,6 +64,9 @@ def run_unit(
     leaves the unit's data untouched. A success is recorded inside that transaction (data and ledger
     commit together); the start and a failure are written outside it, so a failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
     statement, rolls the unit back and marks it failed with the reason ("terminated by SIGTERM").
+    ``cancelled_by``: for a unit on another thread, whose statements the main thread cancels when a signal
+    arrives: the interruption (None: none) that a statement cancelled anywhere in the unit stands for,
+    its ledger writes included.
     """
     unit = {"job": job, "run_date": run_date, "target": target}
     keys = lock_keys(job, run_date, target)
@@ -92,10 +105,12 @@ def run_unit(
         except NotRun:
             result.status = RunStatus.NOT_RUN
             conn.execute(query("ledger.forget"), {"id": run_id})
-        except psycopg.OperationalError:
-            raise  # the connection is gone: nothing more can be recorded
-        except Exception as exc:  # noqa: BLE001 - any failure of the work is this unit's failure
-            result.status, result.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}".strip()
+        except Exception as exc:  # any failure of the work is this unit's failure
+            if conn.broken:  # nothing more can be recorded on it
+                raise ConnectionLost(run_id, exc) from exc
+            result.interruption = cancelled_by() if isinstance(exc, psycopg.errors.QueryCanceled) else None
+            result.status = RunStatus.FAILED
+            result.error = result.interruption.reason if result.interruption else f"{type(exc).__name__}: {exc}".strip()
         finally:
             if result.status != recorded:
                 result.duration_s = round(time.monotonic() - started, 3)
@@ -103,8 +118,19 @@ def run_unit(
                     _finish(conn, result)
         return result
     finally:
-        if not conn.closed and not conn.broken:
-            conn.execute(query("ledger.unlock"), keys)
+        _unlock(conn, keys)
+
+
+def _unlock(conn: psycopg.Connection, keys: dict) -> None:
+    """A session's advisory lock ends with the session: a connection lost after the unit's commit has
+    released it, and the unit's result stands (the next statement on ``conn`` reports the loss)."""
+    if conn.broken or conn.closed:
+        return
+    try:
+        conn.execute(query("ledger.unlock"), keys)
+    except psycopg.OperationalError:
+        if not conn.broken:
+            raise
 
 
 def _take_outcome(result: UnitResult, outcome: Outcome) -> None:

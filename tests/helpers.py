@@ -3,8 +3,10 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -232,3 +234,67 @@ def body(message) -> str:
 
     part = message.get_body(preferencelist=("html", "plain"))
     return html.unescape(re.sub(r"</?pre>", "", part.get_content()))
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the test server's socket that, once armed, cuts the connection whose
+    client sends the next COMMIT: after passing it on (``when="after"``: the server commits, the client
+    never hears) or instead of it (``when="before"``: the server rolls back). With ``refuse_after``,
+    it accepts no connection after the cut (the database looks gone)."""
+
+    def __init__(self, server_url: str):
+        params = conninfo_to_dict(server_url)
+        self.target = f"{params['host']}/.s.PGSQL.{params.get('port', 5432)}"
+        self.dbname = params["dbname"]
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.armed: str | None = None
+        self.refuse_after = False
+        self.cut = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.listener.getsockname()[1]}/{self.dbname}?sslmode=disable"
+
+    def arm(self, when: str, refuse_after: bool = False) -> None:
+        self.refuse_after, self.armed = refuse_after, when
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut.is_set() and self.refuse_after:
+                client.close()
+                continue
+            server = socket.socket(socket.AF_UNIX)
+            server.connect(self.target)
+            cutting = threading.Event()  # this connection's: nothing more reaches its client
+            threading.Thread(target=self._pipe, args=(client, server, cutting, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, cutting, False), daemon=True).start()
+
+    def _pipe(self, source, sink, cutting: threading.Event, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client and self.armed and not self.cut.is_set() and b"COMMIT\x00" in data:
+                    cutting.set()
+                    self.cut.set()
+                    if self.armed == "after":
+                        sink.sendall(data)
+                        time.sleep(0.5)  # the server commits; its answer is never passed on
+                    break
+                if cutting.is_set():
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()

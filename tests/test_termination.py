@@ -17,6 +17,7 @@ from tests.helpers import (
     SLOW_METRICS,
     SLOW_THEN_FAIL_ON,
     WINDOW,
+    CuttingProxy,
     five_days_with_markers,
     has_marker,
     insert_events,
@@ -105,6 +106,33 @@ def test_a_signal_rolls_back_both_days_in_flight_of_a_window(conn, db_url, sig):
         "2025-03-02", "2025-03-03", "2025-03-04", "2025-03-05"]
 
 
+SLOW_SUCCESS_RECORD = """
+CREATE FUNCTION slow_success() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(60);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER slow_success BEFORE UPDATE ON job_runs FOR EACH ROW
+WHEN (NEW.status = 'succeeded' AND NEW.run_date = DATE '2025-03-01') EXECUTE FUNCTION slow_success();
+"""
+
+
+def test_a_signal_while_a_window_day_records_its_success_rolls_it_back_and_says_so(conn, db_url):
+    """The signal's cancel lands on a worker's last statement, the ledger's 'succeeded' in the day's own
+    transaction: the day rolls back, so its row must say failed ("terminated by SIGTERM"), never succeeded."""
+    five_days_with_markers(conn)
+    conn.execute(SLOW_SUCCESS_RECORD)
+
+    result = interrupt_when_running(conn, db_url, "aggregate", "--window", WINDOW, running=1, sleeping=1,
+                                    sig=signal.SIGTERM)
+
+    assert result.returncode == 143, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith("Error: terminated by SIGTERM: aggregate 2025-03-01") and "rolled back" in line, line
+    assert runs(conn)[0] == (date(2025, 3, 1), "failed", "terminated by SIGTERM")
+    assert all(status != "succeeded" for _, status, _ in runs(conn))
+    assert has_marker(conn, date(2025, 3, 1))                    # rolled back: the marker the day replaces is there
+
 def test_a_signal_before_any_work_exits_with_its_code_and_one_error_line(db_url):
     process = start(db_url, "seed", "--start", "2025-03-01", "--days", "30", "--events-per-day", "200000")
     time.sleep(1.5)
@@ -133,6 +161,43 @@ def test_a_signal_at_any_moment_of_startup_exits_with_its_code_and_at_most_one_e
         else:
             assert (process.returncode, error_lines(err)) == (143, ["Error: terminated by SIGTERM"]), (delay_ms, err)
     assert 143 in codes
+
+
+@pytest.mark.parametrize("job, table", [("metrics", "daily_metrics"), ("aggregate", "event_aggregates")])
+@pytest.mark.parametrize("cut, refuse_after, standing, day_3", [
+    ("after", False, "committed: 2025-03-01..2025-03-03; not committed: 2025-03-04..2025-03-05", "succeeded"),
+    ("before", False, "committed: 2025-03-01..2025-03-02; not committed: 2025-03-03..2025-03-05", "failed"),
+    ("after", True, ("committed: 2025-03-01..2025-03-02; committed or not, unknown (`pulsecart status` tells once "
+                     "the database answers): 2025-03-03; not committed: 2025-03-04..2025-03-05"), "succeeded"),
+], ids=["answer-lost", "commit-lost", "database-gone"])
+def test_a_connection_cut_at_the_commit_says_whether_the_day_committed(conn, db_url, job, table, cut,
+                                                                       refuse_after, standing, day_3):
+    """The network drops day 3's connection at its COMMIT: with the server's answer lost (committed),
+    with the COMMIT itself lost (rolled back), or for good. A new connection reads day 3's ledger row;
+    the error line says what stands, and never calls a committed day "not committed"."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in range(1, 6) for u in "ab"])
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=3, fail="false")
+                 .replace("ON event_aggregates", f"ON {table}"))
+    proxy = CuttingProxy(db_url)
+    try:
+        process = start(proxy.url, job, "--window", WINDOW)
+        day_2_committed = "SELECT count(*) FROM job_runs WHERE run_date = '2025-03-02' AND status = 'succeeded'"
+        wait_until(lambda: sleeping_sessions(conn) == 1 and conn.execute(day_2_committed).fetchone()[0] == 1, 20,
+                   "day 3's slow statement, day 2 committed (aggregate runs two days at once)")
+        proxy.arm(cut, refuse_after=refuse_after)
+        out, err = process.communicate(timeout=60)
+    finally:
+        proxy.close()
+
+    assert process.returncode == 1, err
+    [line] = error_lines(err)
+    assert line.startswith(f"Error: {job} stopped: database error: "), line
+    assert f"; {standing} (hint: rerun" in line, line
+    assert "Traceback" not in err
+    assert ("2025-03-03" in out) == (standing.startswith("committed: 2025-03-01..2025-03-03")), out
+    listed = json.loads(run_pulsecart("runs", "--json", env={"PULSECART_DATABASE_URL": db_url}).stdout)["runs"]
+    assert [(r["run_date"], r["status"]) for r in listed if r["job"] == job][::-1] == [
+        ("2025-03-01", "succeeded"), ("2025-03-02", "succeeded"), ("2025-03-03", day_3)]
 
 # --- 2. A dead run never looks alive -------------------------------------------------------------------
 

@@ -57,3 +57,8 @@ WHERE id = %(id)s;
 -- name: forget
 -- A unit dropped before it could finish (its work rolled back): the run never happened.
 DELETE FROM job_runs WHERE id = %(id)s;
+
+-- name: outcome
+-- A run's row as a new connection sees it: 'succeeded' only if the run's own transaction committed.
+SELECT status, rows_written, details, extract(epoch FROM finished_at - started_at)::float8
+FROM job_runs WHERE id = %(id)s;
