@@ -179,6 +179,7 @@ def test_runs_lists_the_ledger_newest_first(cli, conn):
     assert [(r["run_date"], r["status"], r["trigger"]) for r in rows] == [
         ("2025-03-03", "failed", "cron"), ("2025-03-02", "succeeded", "cron")]
     assert rows[0]["error"].startswith("RaiseException: injected failure for 2025-03-03")
+    assert all(isinstance(r["duration_s"], float) and r["duration_s"] >= 0 for r in rows)   # a number, not a string
     failed = json.loads(cli("runs", "--status", "failed", "--json").stdout)["runs"]
     assert [r["run_date"] for r in failed] == ["2025-03-03"]
     table = cli("runs")

@@ -62,7 +62,7 @@ SELECT max("timestamp") FROM events;
 -- name: recent_runs
 -- An abandoned run (see job_run_status) is failed, its duration unknown (finished_at is NULL).
 SELECT id, job, run_date, target, job_run_status(job_runs) AS status, trigger, airflow_run_id, started_at, finished_at,
-       extract(epoch FROM finished_at - started_at) AS duration_s, rows_written,
+       extract(epoch FROM finished_at - started_at)::float8 AS duration_s, rows_written,
        split_part(job_run_error(job_runs), E'\n', 1) AS error
 FROM job_runs
 WHERE (%(job)s::text IS NULL OR job = %(job)s)
