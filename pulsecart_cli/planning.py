@@ -9,7 +9,7 @@ from psycopg.rows import class_row
 
 from pulsecart_cli.ledger import RunStatus
 from pulsecart_cli.queries import query
-from pulsecart_cli.status import day_states
+from pulsecart_cli.status import LATE_EVENTS, day_states
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,20 @@ class Selection:
 def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection: Selection) -> list[tuple[date, str]]:
     """The days the selectors pick, oldest first, each with why: missing, failed or stale.
     With several selectors a day is chosen when any of them picks it."""
-    chosen = []
+    chosen: dict[date, str] = {}
     for day, state in sorted(day_states(conn, job, days).items()):
         if selection.only_missing and not state.ever_succeeded:
-            chosen.append((day, "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"))
+            chosen[day] = "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"
         elif selection.only_failed and state.latest_status == RunStatus.FAILED:
-            chosen.append((day, "failed"))
-        elif selection.stale and state.ever_succeeded and state.stale_reason:
-            chosen.append((day, f"stale: {state.stale_reason}"))
-    return chosen
+            chosen[day] = "failed"
+        elif selection.stale and state.ever_succeeded and state.stale_itself:
+            chosen[day] = f"stale: {state.stale_reason}"
+        if selection.stale and state.ever_succeeded:
+            # Stale through an earlier day it reads, whose events arrived late: rerunning that day (even
+            # before the window) refreshes this one in the same run; rerunning this one would not.
+            for late in state.late_inputs:
+                chosen.setdefault(late, f"stale: {LATE_EVENTS}; {day} reads it")
+    return sorted(chosen.items())
 
 
 def plan_days(conn: psycopg.Connection | None, job: str, days: list[date],

@@ -30,6 +30,9 @@ class DailyJob:
     # days' results: a window then keeps two days in flight on two connections, committing in order.
     # A job that does not call it runs a window one day at a time.
     overlapping: bool = False
+    # Its result for D reads its own results for D-N .. D-1 (aggregate: the scores as of D read the counts of
+    # the six days before): a day among them whose events arrived late leaves D stale too.
+    reads_days_before: int = 0
     # A succeeded day's details as the notes of the results table (Rich markup; values are numbers).
     summary: Callable[[dict], str] = _details
     forgotten_summary: Callable[[dict], str] = _details  # the same for a day `forget` removed
@@ -82,6 +85,7 @@ AGGREGATE = DailyJob(
     dag_id="pulsecart_nightly_aggregation",
     schedule="0 2 * * *",
     overlapping=True,
+    reads_days_before=6,
     summary=_aggregate_summary,
     forgotten_summary=_aggregate_forgotten,
 )

@@ -11,6 +11,7 @@ from psycopg.rows import class_row, dict_row
 from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.ledger import RunStatus
 from pulsecart_cli.queries import one_row, query
+from pulsecart_cli.registry import DAILY_JOBS
 
 
 class DayStatus(StrEnum):
@@ -30,7 +31,9 @@ class DayState:
     latest_status: RunStatus | None
     latest_run_id: int | None
     ever_succeeded: bool
-    stale_reason: str | None  # why a day that succeeded needs to run again
+    stale_reason: str | None  # why a day that succeeded needs to run again, or the earlier days it reads do
+    late_inputs: tuple[date, ...] = ()  # earlier days it reads whose events arrived late: their rerun refreshes it
+    stale_itself: bool = False  # it needs a rerun of its own (not only of its late inputs)
 
 
 @dataclass(frozen=True)
@@ -48,28 +51,42 @@ class _DayRow:
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
     if not days:
         return {}
+    reads_back = timedelta(days=DAILY_JOBS[job].reads_days_before)
     rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
-        query("status.day_states"), {"job": job, "start": min(days), "end": max(days)}).fetchall()
+        query("status.day_states"), {"job": job, "start": min(days) - reads_back, "end": max(days)}).fetchall()
+    late = sorted(row.day for row in rows if row.late_events)
     wanted = set(days)
     states = {}
     for row in rows:
         if row.day in wanted:
             status = RunStatus(row.status) if row.status is not None else None
-            reason = _stale_reason(row.late_events, row.scores_stale_since)
+            own_reason = _stale_reason(row.late_events, row.scores_stale_since)
+            late_inputs = tuple(d for d in late if row.day - reads_back <= d < row.day)
+            reason = own_reason or _late_inputs_reason(late_inputs)
             states[row.day] = DayState(row.day, _state(status, row.ever_succeeded, reason), status, row.id,
-                                       row.ever_succeeded, reason)
+                                       row.ever_succeeded, reason, late_inputs, own_reason is not None)
     return states
+
+
+LATE_EVENTS = "events ingested after its latest successful run started"
 
 
 def _stale_reason(late_events: bool, scores_stale_since: list[date] | None) -> str | None:
     if late_events:
-        return "events ingested after its latest successful run started"
+        return LATE_EVENTS
     if scores_stale_since is None:
         return None
     if not scores_stale_since:
         return "scores computed by an earlier pulsecart, by hand, or before a day they read was forgotten: what they were computed from is not known"
     changed = ", ".join(str(d) for d in scores_stale_since)
     return f"scores older than the counts of {changed}"
+
+
+def _late_inputs_reason(late_inputs: tuple[date, ...]) -> str | None:
+    if not late_inputs:
+        return None
+    read = ", ".join(str(d) for d in late_inputs)
+    return f"reads {read}: events ingested after that day's latest successful run started"
 
 
 def _state(latest_status: RunStatus | None, ever_succeeded: bool, stale_reason: str | None) -> DayStatus:
@@ -106,7 +123,12 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
                       DayStatus.RUNNING: f"run {state.latest_run_id} is still running",
                       DayStatus.STALE: state.stale_reason or "stale"}[state.state]
             wait = " --wait" if state.state == DayStatus.RUNNING else ""
-            found.append(Problem(job, day, state.state, reason, f"pulsecart {job} --date {day}{wait}"))
+            fix = f"pulsecart {job} --date {day}{wait}"
+            if state.state == DayStatus.STALE and not state.stale_itself:  # rerunning its late inputs refreshes it
+                first, last = state.late_inputs[0], state.late_inputs[-1]
+                fix = f"pulsecart {job} --date {first}" if first == last else \
+                    f"pulsecart {job} --window {first}..{last} --stale"
+            found.append(Problem(job, day, state.state, reason, fix))
     return found
 
 

@@ -175,7 +175,10 @@ def test_late_events_then_stale_rerun_repair_every_later_as_of_day(week, new_dat
     load_events(url, late_orders())
     events += late_orders()
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
-    assert [d["date"] for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"] == ["2025-03-04"]
+    stale = {d["date"]: d["reason"] for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"}
+    assert list(stale) == [f"2025-03-0{n}" for n in range(4, 9)]    # the late day, and the days that read it
+    assert stale["2025-03-04"] == "events ingested after its latest successful run started"
+    assert stale["2025-03-08"] == "reads 2025-03-04: events ingested after that day's latest successful run started"
 
     run = cli_json(url, "aggregate", "--window", "2025-03-01..2025-03-08", "--stale")
 
@@ -187,6 +190,30 @@ def test_late_events_then_stale_rerun_repair_every_later_as_of_day(week, new_dat
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
     assert status["jobs"]["aggregate"]["counts"]["succeeded"] == 8 and status["jobs"]["aggregate"]["fix"] is None
 
+
+def test_late_events_before_the_range_checked_leave_the_days_that_read_them_stale(week, new_database):
+    """The morning check covers the last days only; the late day is older. The days whose scores read
+    it (and the current scores) are not fresh: status says so, names the day to rerun, and --stale over
+    the checked range reruns that earlier day, which refreshes them."""
+    url, events = week
+    load_events(url, late_orders())
+    events += late_orders()
+    check = run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "2", "--check", "--json",
+                          env={"PULSECART_DATABASE_URL": url})
+    assert check.returncode == 5, check.stderr
+    assert [(p["date"], p["state"], p["fix"]) for p in json.loads(check.stdout)["problems"]] == [
+        ("2025-03-07", "stale", "pulsecart aggregate --date 2025-03-04"),
+        ("2025-03-08", "stale", "pulsecart aggregate --date 2025-03-04")]
+    status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "2")
+    assert status["jobs"]["aggregate"]["fix"] == "pulsecart aggregate --window 2025-03-04..2025-03-08 --stale"
+
+    run = cli_json(url, "aggregate", "--window", "2025-03-07..2025-03-08", "--stale")
+
+    assert [(d["date"], d["details"]["scores_refreshed"]) for d in run["days"]] == [
+        ("2025-03-04", [f"2025-03-0{n}" for n in range(5, 9)])]
+    assert differences(results(url), serial_window(new_database, events, set(WEEK))) == {}
+    assert run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8", "--check",
+                         env={"PULSECART_DATABASE_URL": url}).returncode == 0
 
 def test_a_single_day_rerun_repairs_the_days_after_it(week, new_database):
     url, events = week
