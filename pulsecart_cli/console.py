@@ -5,6 +5,7 @@ SIGTERM, SIGHUP or Ctrl-C at any moment of a run ends in one error line and 128 
 never a traceback, never SIGINT's 130 for a SIGTERM.
 """
 
+import logging
 import signal
 import sys
 
@@ -29,13 +30,26 @@ def install_signal_handlers() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
+def _ignore_signals() -> None:
+    """The command is over and its exit status decided: a signal now has nothing to stop. Python restores
+    the default action for a handler of its own while it shuts down, which would end a finished run
+    with 143 and no word; an ignored signal stays ignored."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main() -> None:
     install_signal_handlers()
+    # psycopg logs what it ignores while rolling back on a lost connection; the error line says it all.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         from pulsecart_cli.cli import app
 
-        app()
+        code = app(standalone_mode=False)
+        _ignore_signals()
     except KeyboardInterrupt as exc:  # while importing, or outside the command's own error handling
+        _ignore_signals()
         interruption = Interrupted.of(exc)
         print(f"Error: {interruption.reason}", file=sys.stderr)
-        sys.exit(interruption.exit_code)
+        code = interruption.exit_code
+    sys.exit(code)
