@@ -285,8 +285,8 @@ def _backfill_via_airflow(job: str, days: list[date], dry_run: bool, run_it: boo
                           as_json: bool, local_only: dict[str, bool]) -> int:
     given = [flag for flag, on in local_only.items() if on]
     if given:
-        raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, a day runs again when "
-                         "its latest Airflow run failed: --reprocess-behavior failed)")
+        raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, every day asked for "
+                         "runs: --reprocess-behavior completed; pulsecart's ledger does not choose them)")
     backfill = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
     return _via_airflow(backfill, run_it, as_json)
 

@@ -33,7 +33,9 @@ DAGS = {job.name: Dag(job.name, job.dag_id, job.schedule) for job in DAILY_JOBS.
     "reconcile": Dag("reconcile", "pulsecart_dead_letter_reconciliation", "0 */6 * * *"),
 }
 DAILY = tuple(DAILY_JOBS)
-REPROCESS_BEHAVIOR = "failed"  # days whose latest Airflow run failed run again, succeeded ones do not
+# Every day asked for runs, whatever Airflow ran before: "failed" would skip the days whose latest Airflow
+# run succeeded, so a day forgotten, or stale after late events, would silently not run.
+REPROCESS_BEHAVIOR = "completed"
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     for process in creates:
         out, _ = process.communicate(timeout=300)
         assert process.returncode == 0, out[-3000:]
-        assert f"--from-date {FROM_DATE} --to-date {TO_DATE} --reprocess-behavior failed --max-active-runs 3" in out
+        assert f"--from-date {FROM_DATE} --to-date {TO_DATE} --reprocess-behavior completed --max-active-runs 3" in out
 
     # Meanwhile, the truth: one serial window of each job over the same days on the same events.
     window = f"{FIRST}..{LAST}"
@@ -338,6 +338,23 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
                 ("event_aggregates", "personalization_score_history", "personalization_scores")]
     problems.append(differences(db_url, serial_db, "daily_metrics", f"WHERE date BETWEEN '{FIRST}' AND '{LAST}'"))
     problems = [p for p in problems if p]
+
+    # An operator forgets a day Airflow already ran successfully and asks Airflow for it again: it runs.
+    again = DAYS[2]
+    pulsecart(db_url, "forget", "aggregate", "--date", str(again))
+    rerun = subprocess.run([PULSECART, "aggregate", "--date", str(again), "--via", "airflow", "--run"],
+                           env=deployment.env | {"PATH": path}, capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+
+    def rerun_done():
+        with psycopg.connect(db_url) as conn:
+            return conn.execute("SELECT count(*) FROM job_runs WHERE job = 'aggregate' AND run_date = %s"
+                                " AND status = 'succeeded' AND id > (SELECT max(id) FROM job_runs WHERE status = 'forgotten')",
+                                (again,)).fetchone()[0] == 1
+
+    deployment.wait("Airflow's rerun of a day it had already run", rerun_done, BACKFILL_TIMEOUT, interval=2)
+    pulsecart(db_url, "status", "--end", str(LAST), "--days", str(len(DAYS)), "--check")
+    problems += [p for p in (differences(db_url, serial_db, "personalization_score_history"),) if p]
     check_alerts(deployment, smtp_sink)
     print(f"backfill test: {time.monotonic() - started:.0f} s after the services started;"
           f" at most {overlapping} aggregate runs at once;"

@@ -49,7 +49,7 @@ def test_the_printed_command(job, first, last, from_date, to_date):
                            env={"PULSECART_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/unused"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == (f"airflow backfill create --dag-id {DAGS[job].dag_id} --from-date {from_date} "
-                             f"--to-date {to_date} --reprocess-behavior failed --max-active-runs 3\n")
+                             f"--to-date {to_date} --reprocess-behavior completed --max-active-runs 3\n")
     hour = DAGS[job].fires_at.hour
     assert result.stderr == (
         f"{DAGS[job].dag_id}: the runs {date.fromisoformat(first) + timedelta(days=1)} {hour:02d}:00:00+0000 … "
@@ -88,7 +88,7 @@ def test_airflow_backfill_dry_run_lists_exactly_the_runs_for_the_days(airflow_ho
                            env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (f"running: airflow backfill create --dag-id {DAGS[job].dag_id} --from-date 2025-03-04 "
-            "--to-date 2025-03-10 --reprocess-behavior failed --max-active-runs 4 --dry-run") in result.stderr
+            "--to-date 2025-03-10 --reprocess-behavior completed --max-active-runs 4 --dry-run") in result.stderr
     logical = [datetime.fromisoformat(text) for text in
                re.findall(r"\|\s*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00)\s*\|", result.stdout)]
     assert logical, result.stdout
