@@ -6,7 +6,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -43,6 +42,13 @@ def resolve_url(cli_url: str | None) -> str:
     return uri
 
 
+def _port_ok(host: str) -> bool:
+    """One entry of a URL's host list (libpq takes several, comma-separated): host, host:port, [v6]:port."""
+    port = host.rpartition("]")[2] if host.startswith("[") else host
+    port = port.rpartition(":")[2] if ":" in port else ""
+    return not port or (port.isdigit() and int(port) <= 65535)
+
+
 def _check_url(url: str) -> None:
     """Refuse what libpq would misread or quote back (with the password) in its error."""
     problem = None
@@ -53,11 +59,8 @@ def _check_url(url: str) -> None:
             problem = "a '%' that starts no percent-escape (write '%' as %25)"
         elif "@" in user_info or "/" in user_info:
             problem = "an unencoded '@' or '/' in the user name or password (write them as %40 and %2F)"
-        else:
-            try:
-                _ = urlsplit(url).port
-            except ValueError:
-                problem = "the port is not a number from 0 to 65535"
+        elif not all(_port_ok(host) for host in authority.rpartition("@")[2].partition("/")[0].split(",")):
+            problem = "a port is not a number from 0 to 65535"
     elif "=" not in url:  # libpq's key=value form is accepted too
         problem = "neither a postgresql:// URL nor libpq key=value settings"
     if problem:

@@ -156,6 +156,11 @@ def test_seed_twice_with_same_seed_is_a_clear_error(cli):
      "Error: malformed database URL 'not a url'"),
     (["aggregate", "--date", "2025-03-01", "--database-url", "postgresql://u:pw@localhost:notaport/db"], 2,
      "Error: malformed database URL 'postgresql://u:***@localhost:notaport/db'"),
+    (["aggregate", "--date", "2025-03-01", "--database-url", "postgresql://u:pw@127.0.0.1:1,[::1]:99999/db"], 2,
+     "Error: malformed database URL 'postgresql://u:***@127.0.0.1:1,[::1]:99999/db': a port is not a number"),
+    # libpq's multi-host form is a URL like any other: here both hosts refuse, so it cannot connect
+    (["aggregate", "--date", "2025-03-01", "--database-url", "postgresql://u:pw@127.0.0.1:1,[::1]:2/db"], 1,
+     "Error: cannot connect to the database at postgresql://u:***@127.0.0.1:1,[::1]:2/db"),
 ])
 def test_bad_input_is_one_line_with_exit_code(args, code, message):
     result = run_pulsecart(*args, env={"PULSECART_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
