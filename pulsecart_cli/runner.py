@@ -191,11 +191,13 @@ def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
     except (PulsecartError, psycopg.Error):
         return
     doubt.committed = False
-    if row is not None and row[0] == RunStatus.SUCCEEDED:
-        doubt.committed = True
-        _, rows, details, duration_s = row
-        run.results.append(UnitResult(job, doubt.day, None, RunStatus.SUCCEEDED, rows=rows or 0,
-                                      duration_s=duration_s or 0.0, details=details, run_id=doubt.run_id))
+    if row is not None:
+        status, target, rows, details, duration_s = row
+        result = UnitResult(job, doubt.day, target, RunStatus(status), rows=rows or 0, duration_s=duration_s or 0.0,
+                            details=details, run_id=doubt.run_id)
+        doubt.committed = result.completed
+        if result.completed:
+            run.results.append(result)
 
 
 def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,

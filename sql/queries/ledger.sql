@@ -59,6 +59,7 @@ WHERE id = %(id)s;
 DELETE FROM job_runs WHERE id = %(id)s;
 
 -- name: outcome
--- A run's row as a new connection sees it: 'succeeded' only if the run's own transaction committed.
-SELECT status, rows_written, details, extract(epoch FROM finished_at - started_at)::float8
+-- A run's row as a new connection sees it: 'succeeded' (or a forget's 'forgotten') only if the run's
+-- own transaction committed.
+SELECT status, target, rows_written, details, extract(epoch FROM finished_at - started_at)::float8
 FROM job_runs WHERE id = %(id)s;
