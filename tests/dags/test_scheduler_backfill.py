@@ -342,6 +342,8 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     # An operator forgets a day Airflow already ran successfully and asks Airflow for it again: it runs.
     again = DAYS[2]
     pulsecart(db_url, "forget", "aggregate", "--date", str(again))
+    deployment.wait("the first backfill to be marked complete (one running backfill per DAG)", lambda: deployment.query(
+        "SELECT count(*) FROM backfill WHERE completed_at IS NULL")[0][0] == 0, BACKFILL_TIMEOUT, interval=2)
     rerun = subprocess.run([PULSECART, "aggregate", "--date", str(again), "--via", "airflow", "--run"],
                            env=deployment.env | {"PATH": path}, capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
