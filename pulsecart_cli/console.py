@@ -9,9 +9,7 @@ import logging
 import signal
 import sys
 
-from pulsecart_cli.errors import Interrupted
-
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from pulsecart_cli.errors import HANDLED_SIGNALS, Interrupted
 
 
 def _raise_interrupted(signum, frame) -> None:

