@@ -62,7 +62,7 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
             status = RunStatus(row.status) if row.status is not None else None
             own_reason = _stale_reason(row.late_events, row.scores_stale_since)
             late_inputs = tuple(d for d in late if row.day - reads_back <= d < row.day)
-            reason = own_reason or _late_inputs_reason(late_inputs)
+            reason = "; ".join(r for r in (own_reason, _late_inputs_reason(late_inputs)) if r) or None
             states[row.day] = DayState(row.day, _state(status, row.ever_succeeded, reason), status, row.id,
                                        row.ever_succeeded, reason, late_inputs, own_reason is not None)
     return states
@@ -124,8 +124,8 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
                       DayStatus.STALE: state.stale_reason or "stale"}[state.state]
             wait = " --wait" if state.state == DayStatus.RUNNING else ""
             fix = f"pulsecart {job} --date {day}{wait}"
-            if state.state == DayStatus.STALE and not state.stale_itself:  # rerunning its late inputs refreshes it
-                first, last = state.late_inputs[0], state.late_inputs[-1]
+            if state.state == DayStatus.STALE and state.late_inputs:  # rerunning its late inputs refreshes it
+                first, last = state.late_inputs[0], day if state.stale_itself else state.late_inputs[-1]
                 fix = f"pulsecart {job} --date {first}" if first == last else \
                     f"pulsecart {job} --window {first}..{last} --stale"
             found.append(Problem(job, day, state.state, reason, fix))

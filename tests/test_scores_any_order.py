@@ -215,6 +215,25 @@ def test_late_events_before_the_range_checked_leave_the_days_that_read_them_stal
     assert run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8", "--check",
                          env={"PULSECART_DATABASE_URL": url}).returncode == 0
 
+def test_a_day_stale_itself_and_through_an_earlier_late_day_gets_one_fix_for_both(week, new_database):
+    url, events = week
+    late_on_the_8th = [(u, "order.placed", datetime(2025, 3, 8, 12, tzinfo=UTC)) for u in ("new-a", "new-b")]
+    for rows in (late_orders(), late_on_the_8th):
+        load_events(url, rows)
+        events += rows
+    check = run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "1", "--check", "--json",
+                          env={"PULSECART_DATABASE_URL": url})
+    [problem] = json.loads(check.stdout)["problems"]
+    assert problem["reason"] == ("events ingested after its latest successful run started; reads 2025-03-04: "
+                                 "events ingested after that day's latest successful run started")
+    assert problem["fix"] == "pulsecart aggregate --window 2025-03-04..2025-03-08 --stale"
+
+    run_pulsecart(*problem["fix"].split()[1:], env={"PULSECART_DATABASE_URL": url})
+
+    assert run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8", "--check",
+                         env={"PULSECART_DATABASE_URL": url}).returncode == 0
+    assert differences(results(url), serial_window(new_database, events, set(WEEK))) == {}
+
 def test_a_single_day_rerun_repairs_the_days_after_it(week, new_database):
     url, events = week
     load_events(url, late_orders())
@@ -278,7 +297,8 @@ def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_da
     assert states["2025-03-04"] == ("succeeded", None) and states["2025-03-05"] == ("succeeded", None)
     assert states["2025-03-06"][0] == "failed"
     for later in ("2025-03-07", "2025-03-08"):
-        assert states[later] == ("stale", "scores older than the counts of 2025-03-04")
+        assert states[later] == ("stale", ("scores older than the counts of 2025-03-04; reads 2025-03-06: events "
+                                          "ingested after that day's latest successful run started"))
     assert status["jobs"]["aggregate"]["fix"] == "pulsecart aggregate --window 2025-03-06..2025-03-08 --only-failed --stale"
 
     with psycopg.connect(url, autocommit=True) as conn:
