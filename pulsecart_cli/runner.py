@@ -95,8 +95,10 @@ class DailyReport:
         if run is None:
             return None
         if run.interruption is not None:
-            rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted)
-            what = f"{job} {rolled_back} rolled back and marked failed" if rolled_back else f"{job}: no day was in flight"
+            rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted and not r.completed)
+            landed = ", ".join(str(r.run_date) for r in run.results if r.interrupted and r.completed)  # at COMMIT
+            what = (f"{job} {rolled_back} rolled back and marked failed" if rolled_back else
+                    f"{job} {landed} had committed as it arrived" if landed else f"{job}: no day was in flight")
             return f"{run.interruption.reason}: {what}; {self.not_run} day(s) not run", run.interruption.exit_code
         if run.stopped_by is not None or run.ok:
             return None

@@ -114,11 +114,22 @@ def run_unit(
         finally:
             if result.status != recorded:
                 result.duration_s = round(time.monotonic() - started, 3)
-                if result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
+                if recorded is not None and _recorded_as(conn, run_id, recorded):
+                    # Ctrl-C or SIGTERM while its COMMIT was under way, and the COMMIT landed: it stands.
+                    result.status, result.error = recorded, None
+                elif result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
                     _finish(conn, result)
         return result
     finally:
         _unlock(conn, keys)
+
+
+def _recorded_as(conn: psycopg.Connection, run_id: int, status: RunStatus) -> bool:
+    """Whether the unit's row says ``status``, as committed (its success is written in its own transaction)."""
+    if conn.closed or conn.broken:
+        return False
+    row = conn.execute(query("ledger.outcome"), {"id": run_id}).fetchone()
+    return row is not None and row[0] == status
 
 
 def _unlock(conn: psycopg.Connection, keys: dict) -> None:

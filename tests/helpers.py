@@ -240,7 +240,8 @@ class CuttingProxy:
     """A TCP proxy in front of the test server's socket that, once armed, cuts the connection whose
     client sends the next COMMIT: after passing it on (``when="after"``: the server commits, the client
     never hears) or instead of it (``when="before"``: the server rolls back). With ``refuse_after``,
-    it accepts no connection after the cut (the database looks gone)."""
+    it accepts no connection after the cut (the database looks gone). ``when="hold"`` cuts nothing: it
+    passes the COMMIT on and holds the server's answer (``holding`` is set) until ``release()``."""
 
     def __init__(self, server_url: str):
         params = conninfo_to_dict(server_url)
@@ -250,6 +251,7 @@ class CuttingProxy:
         self.armed: str | None = None
         self.refuse_after = False
         self.cut = threading.Event()
+        self.holding, self._released = threading.Event(), threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -258,6 +260,9 @@ class CuttingProxy:
 
     def arm(self, when: str, refuse_after: bool = False) -> None:
         self.refuse_after, self.armed = refuse_after, when
+
+    def release(self) -> None:
+        self._released.set()
 
     def _accept(self) -> None:
         while True:
@@ -271,13 +276,17 @@ class CuttingProxy:
             server = socket.socket(socket.AF_UNIX)
             server.connect(self.target)
             cutting = threading.Event()  # this connection's: nothing more reaches its client
-            threading.Thread(target=self._pipe, args=(client, server, cutting, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, cutting, False), daemon=True).start()
+            held = threading.Event()  # this connection's: its next answer waits for release()
+            threading.Thread(target=self._pipe, args=(client, server, cutting, held, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, cutting, held, False), daemon=True).start()
 
-    def _pipe(self, source, sink, cutting: threading.Event, from_client: bool) -> None:
+    def _pipe(self, source, sink, cutting: threading.Event, held: threading.Event, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
-                if from_client and self.armed and not self.cut.is_set() and b"COMMIT\x00" in data:
+                if from_client and self.armed == "hold" and not self.cut.is_set() and b"COMMIT\x00" in data:
+                    self.cut.set()
+                    held.set()
+                elif from_client and self.armed and not self.cut.is_set() and b"COMMIT\x00" in data:
                     cutting.set()
                     self.cut.set()
                     if self.armed == "after":
@@ -286,6 +295,10 @@ class CuttingProxy:
                     break
                 if cutting.is_set():
                     break
+                if held.is_set() and not from_client:
+                    self.holding.set()
+                    self._released.wait(30)
+                    held.clear()
                 sink.sendall(data)
         except OSError:
             pass

@@ -211,6 +211,34 @@ def test_a_signal_after_the_command_finished_changes_nothing(db_url):
     assert (result.returncode, result.stderr) == (0, "")
     assert "recent runs" in result.stdout
 
+
+def test_a_signal_while_the_commit_is_under_way_keeps_a_day_that_committed(conn, db_url):
+    """SIGTERM after the day's COMMIT reached the server and before its answer reached pulsecart: the day
+    committed, so its row must stay 'succeeded' (not be overwritten with 'terminated'), and the error line
+    must not call it rolled back."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in range(1, 6) for u in "ab"])
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=1, fail="false").replace(
+        "ON event_aggregates", "ON daily_metrics"))
+    proxy = CuttingProxy(db_url)
+    try:
+        process = start(proxy.url, "metrics", "--window", WINDOW)
+        wait_until(lambda: sleeping_sessions(conn) == 1, 20, "day 3's slow statement")
+        proxy.arm("hold")
+        wait_until(proxy.holding.is_set, 20, "day 3's COMMIT answer held")
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proxy.release()
+        _, err = process.communicate(timeout=60)
+    finally:
+        proxy.close()
+
+    assert process.returncode == 143, err
+    assert err.splitlines() == [("Error: terminated by SIGTERM: metrics 2025-03-03 had committed as it arrived; "
+                                "2 day(s) not run")]
+    assert runs(conn) == [(date(2025, 3, 1), "succeeded", None), (date(2025, 3, 2), "succeeded", None),
+                          (D, "succeeded", None)]
+    assert conn.execute("SELECT count(*) FROM daily_metrics WHERE date = %s", (D,)).fetchone()[0] == 1
+
 # --- 2. A dead run never looks alive -------------------------------------------------------------------
 
 def test_a_killed_run_reads_as_failed_at_once_without_another_run(cli, conn, db_url):
