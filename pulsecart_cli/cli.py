@@ -72,7 +72,8 @@ class PulsecartGroup(TyperGroup):
         except _InterruptedCommand as exc:
             code = _fail(exc.interruption.reason, exc.interruption.exit_code)
         except KeyboardInterrupt as exc:  # a signal before typer took over
-            code = _fail(Interrupted.of(exc).reason, Interrupted.of(exc).exit_code)
+            interruption = Interrupted.of(exc)
+            code = _fail(interruption.reason, interruption.exit_code)
         except typer.Abort:
             code = _fail("interrupted", EXIT_INTERRUPTED)
         except click_exceptions.NoArgsIsHelpError as exc:

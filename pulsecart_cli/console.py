@@ -17,8 +17,7 @@ def _raise_interrupted(signum, frame) -> None:
     SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
     rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
     a repeated signal must not break the rollback and the ledger writes that follow the first."""
-    for handled in HANDLED_SIGNALS:
-        signal.signal(handled, signal.SIG_IGN)
+    _ignore_signals()
     raise Interrupted(signum)
 
 

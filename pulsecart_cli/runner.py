@@ -26,10 +26,9 @@ from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
-from pulsecart_cli.queries import query
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.registry import DAILY_JOBS
-from pulsecart_cli.units import ConnectionLost, NotRun, run_unit
+from pulsecart_cli.units import ConnectionLost, NotRun, committed_result, run_unit
 
 
 @dataclass
@@ -189,17 +188,12 @@ def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
     the run's results; when no connection can ask, it stays unknown."""
     try:
         with connection(url) as conn:
-            row = conn.execute(query("ledger.outcome"), {"id": doubt.run_id}).fetchone()
+            result = committed_result(conn, doubt.run_id, job, doubt.day)
     except (PulsecartError, psycopg.Error):
         return
-    doubt.committed = False
-    if row is not None:
-        status, target, rows, details, duration_s = row
-        result = UnitResult(job, doubt.day, target, RunStatus(status), rows=rows or 0, duration_s=duration_s or 0.0,
-                            details=details, run_id=doubt.run_id)
-        doubt.committed = result.completed
-        if result.completed:
-            run.results.append(result)
+    doubt.committed = result is not None
+    if result is not None:
+        run.results.append(result)
 
 
 def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,

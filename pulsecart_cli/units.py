@@ -114,7 +114,7 @@ def run_unit(
         finally:
             if result.status != recorded:
                 result.duration_s = round(time.monotonic() - started, 3)
-                if recorded is not None and _recorded_as(conn, run_id, recorded):
+                if recorded is not None and committed_result(conn, run_id, job, run_date) is not None:
                     # Ctrl-C or SIGTERM while its COMMIT was under way, and the COMMIT landed: it stands.
                     result.status, result.error = recorded, None
                 elif result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
@@ -124,12 +124,19 @@ def run_unit(
         _unlock(conn, keys)
 
 
-def _recorded_as(conn: psycopg.Connection, run_id: int, status: RunStatus) -> bool:
-    """Whether the unit's row says ``status``, as committed (its success is written in its own transaction)."""
+def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: date | None) -> UnitResult | None:
+    """A unit's result as its ledger row reads on ``conn``, when the row says it completed: a success is
+    written in the unit's own transaction, so it is there only if that transaction committed. None when
+    it did not, or ``conn`` is gone."""
     if conn.closed or conn.broken:
-        return False
+        return None
     row = conn.execute(query("ledger.outcome"), {"id": run_id}).fetchone()
-    return row is not None and row[0] == status
+    if row is None:
+        return None
+    status, target, rows, details, duration_s = row
+    result = UnitResult(job, run_date, target, RunStatus(status), rows=rows or 0, duration_s=duration_s or 0.0,
+                        details=details, run_id=run_id)
+    return result if result.completed else None
 
 
 def _unlock(conn: psycopg.Connection, keys: dict) -> None:
