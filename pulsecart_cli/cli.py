@@ -93,7 +93,9 @@ class PulsecartGroup(TyperGroup):
             code = _fail(f"database error: {first_line(exc, type(exc).__name__)}", EXIT_FAILURE)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             _debug_traceback(debug)
-            if type(exc).__module__.startswith("google."):
+            if wrapped := Interrupted.behind(exc):
+                code = _fail(wrapped.reason, wrapped.exit_code)
+            elif type(exc).__module__.startswith("google."):
                 code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first_line(exc)}", EXIT_FAILURE)
             else:
                 code = _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",

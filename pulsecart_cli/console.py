@@ -44,9 +44,11 @@ def main() -> None:
 
         code = app(standalone_mode=False)
         _ignore_signals()
-    except KeyboardInterrupt as exc:  # while importing, or outside the command's own error handling
+    except BaseException as exc:  # while importing, or outside the command's own error handling
         _ignore_signals()
-        interruption = Interrupted.of(exc)
+        interruption = None if isinstance(exc, SystemExit) else Interrupted.behind(exc)
+        if interruption is None:
+            raise
         print(f"Error: {interruption.reason}", file=sys.stderr)
         code = interruption.exit_code
     sys.exit(code)

@@ -49,6 +49,19 @@ class Interrupted(KeyboardInterrupt):
         """The interruption ``exc`` stands for: a plain KeyboardInterrupt is Ctrl-C."""
         return exc if isinstance(exc, Interrupted) else cls()
 
+    @classmethod
+    def behind(cls, exc: BaseException) -> "Interrupted | None":
+        """The signal behind ``exc``, when Python wrapped it in another error: the handler's exception can
+        surface anywhere, e.g. as the RuntimeError of a class body's ``__set_name__`` during an import."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            if isinstance(current, KeyboardInterrupt):
+                return cls.of(current)
+            seen.add(id(current))
+            current = current.__cause__ or current.__context__
+        return None
+
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the CLI turns each into ``Interrupted``
 

@@ -11,6 +11,7 @@ from datetime import date
 
 import pytest
 
+from pulsecart_cli.errors import Interrupted
 from pulsecart_cli.units import lock_keys
 from tests.helpers import (
     FAIL_ON_MARCH_3,
@@ -200,6 +201,34 @@ def test_a_connection_cut_at_the_commit_says_whether_the_day_committed(conn, db_
         ("2025-03-01", "succeeded"), ("2025-03-02", "succeeded"), ("2025-03-03", day_3)]
 
 
+WRAPPED_SIGNAL = """
+import os, signal, sys, types
+from pulsecart_cli import console
+
+
+def app(standalone_mode):
+    class Named:
+        def __set_name__(self, owner, name):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class Owner:  # Python wraps what __set_name__ raises in a RuntimeError, as when rich is imported
+        field = Named()
+    return 0
+
+
+sys.modules["pulsecart_cli.cli"] = types.SimpleNamespace(app=app)
+console.main()
+"""
+
+
+def test_a_signal_that_python_wraps_in_another_error_still_exits_with_its_code_and_one_line():
+    """The handler's exception can surface wrapped: during the imports, a SIGTERM inside a class body's
+    ``__set_name__`` (rich's ConsoleThreadLocals) arrives as "RuntimeError: Error calling __set_name__"."""
+    result = subprocess.run([sys.executable, "-c", WRAPPED_SIGNAL], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert (result.returncode, result.stderr) == (143, "Error: terminated by SIGTERM\n")
+
+
 def test_a_signal_after_the_command_finished_changes_nothing(db_url):
     """A SIGTERM while Python shuts down (here: from an atexit hook, after the exit status is decided) must
     not turn a finished run into 143 or print anything: the work is over, there is nothing to stop."""
@@ -350,3 +379,31 @@ def test_the_database_dying_mid_window_says_which_days_committed(conn, db_url, j
         (date(2025, 3, 1), "succeeded"), (date(2025, 3, 2), "succeeded"), (D, "running")]
     assert json.loads(run_pulsecart("runs", "--json", "--limit", "1",
                                     env={"PULSECART_DATABASE_URL": db_url}).stdout)["runs"][0]["status"] == "failed"
+
+
+def test_the_signal_behind_a_wrapped_error_is_found_through_causes_and_contexts():
+    def raised(make):
+        try:
+            make()
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+
+    def wrapped_by_cause():
+        try:
+            raise Interrupted(signal.SIGHUP)
+        except Interrupted as exc:
+            raise RuntimeError("Error calling __set_name__") from exc
+
+    def wrapped_by_context():
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted:
+            raise ValueError("cleanup failed")  # noqa: B904
+
+    cycle = RuntimeError("a")
+    cycle.__context__ = ValueError("b")
+    cycle.__context__.__context__ = cycle
+    assert Interrupted.behind(raised(wrapped_by_cause)).signum == signal.SIGHUP
+    assert Interrupted.behind(raised(wrapped_by_context)).signum == signal.SIGTERM
+    assert Interrupted.behind(raised(lambda: 1 / 0)) is None
+    assert Interrupted.behind(cycle) is None
