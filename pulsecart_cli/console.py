@@ -8,6 +8,7 @@ never a traceback, never SIGINT's 130 for a SIGTERM.
 import logging
 import signal
 import sys
+import threading
 
 from pulsecart_cli.errors import HANDLED_SIGNALS, Interrupted
 
@@ -25,6 +26,25 @@ def install_signal_handlers() -> None:
     """At the CLI edge only, never when the library is imported."""
     for signum in HANDLED_SIGNALS:
         signal.signal(signum, _raise_interrupted)
+    sys.unraisablehook = _redeliver_swallowed_interruption
+
+
+_command_over = threading.Event()
+
+
+def _redeliver_swallowed_interruption(unraisable) -> None:
+    """Where Python cannot raise (a ``__del__``, a weakref callback such as the import system's module-lock
+    cleanup), it prints the handler's exception and goes on: the signal would be lost and the run go on
+    to the end. Send it again to the main thread, from outside, to land where it can be raised. (Off the
+    main thread, an interruption is the main thread's echo: it already knows.)"""
+    interruption = Interrupted.behind(unraisable.exc_value) if unraisable.exc_value else None
+    if interruption is None:
+        sys.__unraisablehook__(unraisable)
+    elif threading.current_thread() is threading.main_thread() and not _command_over.is_set():
+        install_signal_handlers()
+        resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, interruption.signum))
+        resend.daemon = True
+        resend.start()
 
 
 def _ignore_signals() -> None:
@@ -43,8 +63,10 @@ def main() -> None:
         from pulsecart_cli.cli import app
 
         code = app(standalone_mode=False)
+        _command_over.set()
         _ignore_signals()
     except BaseException as exc:  # while importing, or outside the command's own error handling
+        _command_over.set()
         _ignore_signals()
         interruption = None if isinstance(exc, SystemExit) else Interrupted.behind(exc)
         if interruption is None:

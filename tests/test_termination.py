@@ -381,6 +381,38 @@ def test_the_database_dying_mid_window_says_which_days_committed(conn, db_url, j
                                     env={"PULSECART_DATABASE_URL": db_url}).stdout)["runs"][0]["status"] == "failed"
 
 
+SWALLOWED_SIGNAL = """
+import os, signal, sys, time, types
+from pulsecart_cli import console
+
+
+class SignalledWhileCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def app(standalone_mode):
+    SignalledWhileCollected()  # collected at once: the handler raises inside __del__, where Python cannot
+    for _ in range(100):       # the command goes on unless the signal comes back
+        time.sleep(0.05)
+    print("ran to the end")
+    return 0
+
+
+sys.modules["pulsecart_cli.cli"] = types.SimpleNamespace(app=app)
+console.main()
+"""
+
+
+def test_a_signal_python_swallows_in_a_destructor_comes_back_and_stops_the_run():
+    """In a ``__del__`` or a weakref callback (the import system's module-lock cleanup, caught by the startup
+    sweep) Python prints the handler's exception and goes on: the SIGTERM would be lost, the run would go on
+    to the end and Airflow would have to SIGKILL it. It is sent again and stops the run."""
+    result = subprocess.run([sys.executable, "-c", SWALLOWED_SIGNAL], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (143, "", "Error: terminated by SIGTERM\n")
+
+
 def test_the_signal_behind_a_wrapped_error_is_found_through_causes_and_contexts():
     def raised(make):
         try:
