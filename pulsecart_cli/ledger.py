@@ -23,6 +23,9 @@ class RunStatus(StrEnum):
     # Never in the ledger: results a run reports for units it did not get to record.
     BUSY = "busy"  # another run held the unit's lock; skipped (reconcile)
     NOT_RUN = "not run"  # its work raised ``units.NotRun``: rolled back, its ledger row removed
+    # A signal came while its COMMIT was under way and the connection was closed before the answer
+    # (psycopg gives up 5 s after its cancel): committed or not, its ledger row tells once it can be read.
+    UNKNOWN = "unknown"
 
 
 # The statuses a ledger row can have (a row whose session died reads as failed: see job_run_status).

@@ -28,7 +28,8 @@ from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.status import DayStatus
 
 STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
-                RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan"}
+                RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan",
+                RunStatus.UNKNOWN: "yellow"}
 
 
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80

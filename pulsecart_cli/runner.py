@@ -94,10 +94,14 @@ class DailyReport:
         if run is None:
             return None
         if run.interruption is not None:
-            rolled_back = ", ".join(str(r.run_date) for r in run.results if r.interrupted and not r.completed)
-            landed = ", ".join(str(r.run_date) for r in run.results if r.interrupted and r.completed)  # at COMMIT
-            what = (f"{job} {rolled_back} rolled back and marked failed" if rolled_back else
-                    f"{job} {landed} had committed as it arrived" if landed else f"{job}: no day was in flight")
+            in_flight = [r for r in run.results if r.interrupted]
+            unanswered = ("committed or not, unknown: its COMMIT went unanswered (`pulsecart status` tells once the "
+                          "database answers)")
+            what = "; ".join(f"{job} {', '.join(str(r.run_date) for r in results)} {fate}" for fate, results in (
+                ("rolled back and marked failed", [r for r in in_flight if r.status == RunStatus.FAILED]),
+                ("had committed as it arrived", [r for r in in_flight if r.completed]),  # its COMMIT under way
+                (unanswered, [r for r in in_flight if r.status == RunStatus.UNKNOWN]),
+            ) if results) or f"{job}: no day was in flight"
             return f"{run.interruption.reason}: {what}; {self.not_run} day(s) not run", run.interruption.exit_code
         if run.stopped_by is not None or run.ok:
             return None
@@ -179,21 +183,43 @@ def run_daily(
                                    forget=request.forget)
         if report.run.in_doubt is not None:
             _settle_in_doubt(url, job, report.run, report.run.in_doubt)
+        for result in report.run.results:
+            if result.status == RunStatus.UNKNOWN:
+                _settle_unanswered_commit(url, job, result)
     return report
 
 
+def _committed_as_a_new_connection_reads(url: str, job: str, run_id: int, day: date) -> UnitResult | None:
+    """A day's result when its ledger row, read on a new connection, says it committed: the row says
+    'succeeded' only if it did (written in the day's own transaction). Raises when no connection can ask."""
+    with connection(url) as conn:
+        return committed_result(conn, run_id, job, day)
+
+
 def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
-    """Ask a new connection whether the day in flight when the connection died committed: its ledger
-    row says 'succeeded' only if it did (written in the day's own transaction). A committed day joins
-    the run's results; when no connection can ask, it stays unknown."""
+    """Did the day in flight when the connection died commit? A committed day joins the run's results;
+    when no connection can ask, it stays unknown."""
     try:
-        with connection(url) as conn:
-            result = committed_result(conn, doubt.run_id, job, doubt.day)
+        result = _committed_as_a_new_connection_reads(url, job, doubt.run_id, doubt.day)
     except (PulsecartError, psycopg.Error):
         return
     doubt.committed = result is not None
     if result is not None:
         run.results.append(result)
+
+
+def _settle_unanswered_commit(url: str, job: str, result: UnitResult) -> None:
+    """A day whose COMMIT went unanswered after a signal: committed when its row says so. Otherwise it
+    stays unknown: a stalled server may still finish that COMMIT."""
+    if result.run_id is None or result.run_date is None:
+        return
+    try:
+        committed = _committed_as_a_new_connection_reads(url, job, result.run_id, result.run_date)
+    except (PulsecartError, psycopg.Error):
+        return
+    if committed is not None:
+        result.status, result.rows, result.details, result.error = (committed.status, committed.rows,
+                                                                    committed.details, None)
 
 
 def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,

@@ -114,7 +114,9 @@ def run_unit(
         finally:
             if result.status != recorded:
                 result.duration_s = round(time.monotonic() - started, 3)
-                if recorded is not None and committed_result(conn, run_id, job, run_date) is not None:
+                if recorded is not None and (conn.closed or conn.broken):
+                    result.status = RunStatus.UNKNOWN
+                elif recorded is not None and committed_result(conn, run_id, job, run_date) is not None:
                     # Ctrl-C or SIGTERM while its COMMIT was under way, and the COMMIT landed: it stands.
                     result.status, result.error = recorded, None
                 elif result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:

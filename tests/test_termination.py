@@ -241,10 +241,17 @@ def test_a_signal_after_the_command_finished_changes_nothing(db_url):
     assert "recent runs" in result.stdout
 
 
-def test_a_signal_while_the_commit_is_under_way_keeps_a_day_that_committed(conn, db_url):
+@pytest.mark.parametrize("held_s, refuse_after, fate", [
+    (0.5, False, "had committed as it arrived"),
+    (7, False, "had committed as it arrived"),
+    (7, True, ("committed or not, unknown: its COMMIT went unanswered (`pulsecart status` tells once the database "
+               "answers)")),
+], ids=["answered", "unanswered-then-read", "unanswered-database-gone"])
+def test_a_signal_while_the_commit_is_under_way_keeps_a_day_that_committed(conn, db_url, held_s, refuse_after, fate):
     """SIGTERM after the day's COMMIT reached the server and before its answer reached pulsecart: the day
     committed, so its row must stay 'succeeded' (not be overwritten with 'terminated'), and the error line
-    must not call it rolled back."""
+    must not call it rolled back. Held over 5 s, psycopg gives up and closes the connection: a new one
+    reads the day's row; when none can (the database gone), the line says the day's fate is unknown."""
     insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in range(1, 6) for u in "ab"])
     conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=1, fail="false").replace(
         "ON event_aggregates", "ON daily_metrics"))
@@ -252,18 +259,17 @@ def test_a_signal_while_the_commit_is_under_way_keeps_a_day_that_committed(conn,
     try:
         process = start(proxy.url, "metrics", "--window", WINDOW)
         wait_until(lambda: sleeping_sessions(conn) == 1, 20, "day 3's slow statement")
-        proxy.arm("hold")
+        proxy.arm("hold", refuse_after=refuse_after)
         wait_until(proxy.holding.is_set, 20, "day 3's COMMIT answer held")
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        time.sleep(held_s)
         proxy.release()
         _, err = process.communicate(timeout=60)
     finally:
         proxy.close()
 
     assert process.returncode == 143, err
-    assert err.splitlines() == [("Error: terminated by SIGTERM: metrics 2025-03-03 had committed as it arrived; "
-                                "2 day(s) not run")]
+    assert err.splitlines() == [f"Error: terminated by SIGTERM: metrics 2025-03-03 {fate}; 2 day(s) not run"]
     assert runs(conn) == [(date(2025, 3, 1), "succeeded", None), (date(2025, 3, 2), "succeeded", None),
                           (D, "succeeded", None)]
     assert conn.execute("SELECT count(*) FROM daily_metrics WHERE date = %s", (D,)).fetchone()[0] == 1
