@@ -1,8 +1,15 @@
-"""pulsecart: run, replay and backfill PulseCart's scheduled batch jobs."""
+"""pulsecart: run, replay and backfill PulseCart's scheduled batch jobs.
 
-from importlib.metadata import PackageNotFoundError, version
+Importing the package loads nothing: the entry point (``console``) installs its signal handlers before
+anything slow is imported, so ``__version__`` is read from the installed metadata when first asked for."""
 
-try:
-    __version__ = version("pulsecart")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+
+def __getattr__(name: str) -> str:
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pulsecart")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+source"

@@ -5,28 +5,51 @@ SIGTERM, SIGHUP or Ctrl-C at any moment of a run ends in one error line and 128 
 never a traceback, never SIGINT's 130 for a SIGTERM.
 """
 
-import logging
+import os
 import signal
 import sys
 import threading
 
 from pulsecart_cli.errors import HANDLED_SIGNALS, Interrupted
 
+_first_signal: int | None = None
+_arrivals: int | None = None  # the read end of the wakeup pipe, where each signal's number is written as it arrives
+
 
 def _raise_interrupted(signum, frame) -> None:
     """SIGTERM (Airflow's timeout, "mark failed", a worker shutdown; kill, systemd, Kubernetes) and
     SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
     rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
-    a repeated signal must not break the rollback and the ledger writes that follow the first."""
+    a repeated signal must not break the rollback and the ledger writes that follow the first. The
+    first signal names the exit, even when Python swallowed it and a second one landed first."""
+    global _first_signal
     _ignore_signals()
-    raise Interrupted(signum)
+    if _first_signal is None:
+        _first_signal = _first_to_arrive(signum)
+    raise Interrupted(_first_signal)
 
 
 def install_signal_handlers() -> None:
     """At the CLI edge only, never when the library is imported."""
+    global _arrivals
+    if _arrivals is None:
+        _arrivals, write_end = os.pipe()
+        os.set_blocking(_arrivals, False)
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
     for signum in HANDLED_SIGNALS:
         signal.signal(signum, _raise_interrupted)
     sys.unraisablehook = _redeliver_swallowed_interruption
+
+
+def _first_to_arrive(signum: int) -> int:
+    """Signals that arrive while the main thread is inside one long C call are handled when it returns, in
+    the order of their numbers (SIGHUP's 1 before SIGTERM's 15). The wakeup pipe has their arrival order."""
+    try:
+        arrived = os.read(_arrivals, 64) if _arrivals is not None else b""
+    except OSError:  # nothing written (BlockingIOError), or a library took the wakeup fd
+        arrived = b""
+    return arrived[0] if arrived else signum
 
 
 _command_over = threading.Event()
@@ -42,7 +65,7 @@ def _redeliver_swallowed_interruption(unraisable) -> None:
         sys.__unraisablehook__(unraisable)
     elif threading.current_thread() is threading.main_thread() and not _command_over.is_set():
         install_signal_handlers()
-        resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, interruption.signum))
+        resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, _first_signal or interruption.signum))
         resend.daemon = True
         resend.start()
 
@@ -57,9 +80,11 @@ def _ignore_signals() -> None:
 
 def main() -> None:
     install_signal_handlers()
-    # psycopg logs what it ignores while rolling back on a lost connection; the error line says it all.
-    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
+        import logging
+
+        # psycopg logs what it ignores while rolling back on a lost connection; the error line says it all.
+        logging.getLogger("psycopg").addHandler(logging.NullHandler())
         from pulsecart_cli.cli import app
 
         code = app(standalone_mode=False)
