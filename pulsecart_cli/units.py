@@ -2,6 +2,7 @@
 its own transaction, recorded in the ledger (job_runs) whatever happens."""
 
 import os
+import select
 import socket
 import time
 import zlib
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
@@ -77,11 +79,17 @@ def run_unit(
         raise _busy(conn, unit, keys)
     try:
         conn.execute(query("ledger.reap_dead"), unit)
-        run_id = one_row(conn.execute(
-            query("ledger.start"),
-            unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
-                           "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
-        ))[0]
+        try:
+            run_id = one_row(conn.execute(
+                query("ledger.start"),
+                unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
+                               "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
+            ))[0]
+        except KeyboardInterrupt as exc:  # the row may stand without its id having reached us
+            _read_the_cancelled_answer(conn)
+            if not conn.closed:
+                conn.execute(query("ledger.fail_started_here"), unit | {"error": Interrupted.of(exc).reason})
+            raise
         result = UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id)
         started = time.monotonic()
         recorded: RunStatus | None = None  # the status the ledger row holds, once written
@@ -100,6 +108,7 @@ def run_unit(
                 outcome = work(conn)
                 _take_outcome(result, outcome)
         except KeyboardInterrupt as exc:
+            _read_the_cancelled_answer(conn)
             result.interruption = Interrupted.of(exc)
             result.status, result.error = RunStatus.FAILED, result.interruption.reason
         except NotRun:
@@ -144,6 +153,7 @@ def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: 
 def _unlock(conn: psycopg.Connection, keys: dict) -> None:
     """A session's advisory lock ends with the session: a connection lost after the unit's commit has
     released it, and the unit's result stands (the next statement on ``conn`` reports the loss)."""
+    _read_the_cancelled_answer(conn)
     if conn.broken or conn.closed:
         return
     try:
@@ -151,6 +161,30 @@ def _unlock(conn: psycopg.Connection, keys: dict) -> None:
     except psycopg.OperationalError:
         if not conn.broken:
             raise
+
+
+CANCELLED_ANSWER_WAIT_S = 5.0  # as psycopg waits for a statement it cancelled
+
+
+def _read_the_cancelled_answer(conn: psycopg.Connection) -> None:
+    """psycopg cancels a statement that a signal interrupts and reads its answer, except when the signal
+    lands in psycopg's own code after sending it: the cancel goes out, the answer stays unread, and every
+    later statement fails with "another command is already in progress". Read it and roll back; with no
+    answer within 5 s, give the connection up (the server rolls back and releases its locks)."""
+    pgconn = conn.pgconn
+    if conn.closed or pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+        return
+    deadline = time.monotonic() + CANCELLED_ANSWER_WAIT_S
+    try:
+        while pgconn.is_busy():
+            if not select.select([pgconn.socket], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError
+            pgconn.consume_input()
+        while pgconn.get_result() is not None:
+            pass
+        conn.rollback()
+    except (TimeoutError, psycopg.Error):
+        conn.close()
 
 
 def _take_outcome(result: UnitResult, outcome: Outcome) -> None:

@@ -230,6 +230,44 @@ def test_a_signal_that_python_wraps_in_another_error_still_exits_with_its_code_a
     assert (result.returncode, result.stderr) == (143, "Error: terminated by SIGTERM\n")
 
 
+SIGNAL_INSIDE_PSYCOPG = """
+import os, signal, sys
+from pulsecart_cli import console
+
+
+def signal_once_the_statement_is_sent(frame, event, arg):
+    # psycopg has sent the statement and its generator has yet to read the answer: a signal here raises in
+    # the generator, which psycopg cannot resume after cancelling, so the answer stays unread
+    if event == "call" and frame.f_code.co_name == "maybe_add_to_cache" and b"{marker}" in frame.f_locals["query"].query:
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+sys.setprofile(signal_once_the_statement_is_sent)
+sys.argv = ["pulsecart", "aggregate", "--date", "2025-03-02"]
+console.main()
+"""
+
+
+@pytest.mark.parametrize("marker", ["pg_try_advisory_xact_lock", "INSERT INTO job_runs"],
+                         ids=["in-the-work", "recording-the-start"])
+def test_a_signal_inside_psycopg_after_a_statement_is_sent_still_rolls_back_and_exits_with_its_code(
+        conn, db_url, marker):
+    """A SIGTERM between psycopg sending a statement and reading its answer left the answer unread: the
+    rollback and the ledger write that follow failed with "another command is already in progress", and
+    the run ended with exit 1, "database error" (3 in 100 SIGTERMs at random moments of a one-day run)."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2) for u in "ab"])
+    result = subprocess.run([sys.executable, "-c", SIGNAL_INSIDE_PSYCOPG.replace("{marker}", marker)],
+                            env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 143, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith("Error: terminated by SIGTERM"), line
+    assert runs(conn) in ([], [(date(2025, 3, 2), "failed", "terminated by SIGTERM")])
+    assert not conn.execute("SELECT count(*) FROM event_aggregates").fetchone()[0]
+    assert run_pulsecart("aggregate", "--date", "2025-03-02", env={"PULSECART_DATABASE_URL": db_url}).returncode == 0
+
+
 def test_a_signal_after_the_command_finished_changes_nothing(db_url):
     """A SIGTERM while Python shuts down (here: from an atexit hook, after the exit status is decided) must
     not turn a finished run into 143 or print anything: the work is over, there is nothing to stop."""

@@ -47,6 +47,14 @@ VALUES (%(job)s, %(run_date)s, %(target)s, 'running', %(trigger)s, %(airflow_run
         pg_backend_pid(), %(job_key)s, %(unit_key)s)
 RETURNING id;
 
+-- name: fail_started_here
+-- A signal while `start` ran: its row may have been written without its id reaching the run. Only this
+-- session can have a running row of the unit (it holds the unit's lock; dead ones were reaped).
+UPDATE job_runs
+SET status = 'failed', finished_at = clock_timestamp(), error = %(error)s
+WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s AND target IS NOT DISTINCT FROM %(target)s
+  AND status = 'running' AND backend_pid = pg_backend_pid();
+
 -- name: finish
 -- Also run inside the unit's own transaction (its success commits with its work): clock_timestamp(),
 -- since now() would be when that transaction began.
