@@ -60,6 +60,8 @@ def _redeliver_swallowed_interruption(unraisable) -> None:
     cleanup), it prints the handler's exception and goes on: the signal would be lost and the run go on
     to the end. Send it again to the main thread, from outside, to land where it can be raised. (Off the
     main thread, an interruption is the main thread's echo: it already knows.)"""
+    if _a_later_signal_ignored(unraisable.exc_value):
+        return
     interruption = Interrupted.behind(unraisable.exc_value) if unraisable.exc_value else None
     if interruption is None:
         sys.__unraisablehook__(unraisable)
@@ -68,6 +70,15 @@ def _redeliver_swallowed_interruption(unraisable) -> None:
         resend = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, _first_signal or interruption.signum))
         resend.daemon = True
         resend.start()
+
+
+def _a_later_signal_ignored(exc: BaseException | None) -> bool:
+    """Two signals pending at once: the first's handler ignores the rest, and Python reports the second as
+    "Signal 15 ignored due to race condition", in the context of the first's interruption. Ignoring it is
+    the intent: it is no swallowed signal to send again (that would cut the rollback short)."""
+    text = str(exc) if isinstance(exc, OSError) else ""
+    number = text.removeprefix("Signal ").removesuffix(" ignored due to race condition")
+    return number != text and number.isdigit() and int(number) in HANDLED_SIGNALS
 
 
 def _ignore_signals() -> None:

@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar
 
 import psycopg
 from psycopg import pq
@@ -77,6 +78,8 @@ def run_unit(
         conn.execute(query("ledger.wait_lock"), keys)
     elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
         raise _busy(conn, unit, keys)
+    bookkeeping = _Bookkeeping(conn, cancelled_by)
+    result: UnitResult | None = None
     try:
         conn.execute(query("ledger.reap_dead"), unit)
         try:
@@ -113,7 +116,7 @@ def run_unit(
             result.status, result.error = RunStatus.FAILED, result.interruption.reason
         except NotRun:
             result.status = RunStatus.NOT_RUN
-            conn.execute(query("ledger.forget"), {"id": run_id})
+            bookkeeping.run(lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
         except Exception as exc:  # any failure of the work is this unit's failure
             if conn.broken:  # nothing more can be recorded on it
                 raise ConnectionLost(run_id, exc) from exc
@@ -125,14 +128,16 @@ def run_unit(
                 result.duration_s = round(time.monotonic() - started, 3)
                 if recorded is not None and (conn.closed or conn.broken):
                     result.status = RunStatus.UNKNOWN
-                elif recorded is not None and committed_result(conn, run_id, job, run_date) is not None:
+                elif recorded is not None and bookkeeping.run(
+                        lambda: committed_result(conn, run_id, job, run_date)) is not None:
                     # Ctrl-C or SIGTERM while its COMMIT was under way, and the COMMIT landed: it stands.
                     result.status, result.error = recorded, None
                 elif result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
-                    _finish(conn, result)
+                    bookkeeping.run(lambda: _finish(conn, result))
         return result
     finally:
-        _unlock(conn, keys)
+        bookkeeping.run(lambda: _unlock(conn, keys))
+        bookkeeping.keep_interruption(result)
 
 
 def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: date | None) -> UnitResult | None:
@@ -161,6 +166,39 @@ def _unlock(conn: psycopg.Connection, keys: dict) -> None:
     except psycopg.OperationalError:
         if not conn.broken:
             raise
+
+
+T = TypeVar("T")
+
+
+class _Bookkeeping:
+    """The ledger writes and the unlock around a unit's work. A signal stops the statement that runs when
+    it lands: on the main thread psycopg cancels it, on a window's worker the main thread's cancel does.
+    Landing on a ledger write or the unlock, it left the row 'running' and the day out of the summary.
+    Only the first signal is acted on and one cancel stops one statement: what is left of its answer is
+    read, the statement runs again, and a signal that landed here is kept for the unit's result."""
+
+    def __init__(self, conn: psycopg.Connection, cancelled_by: Callable[[], Interrupted | None]):
+        self.conn, self.cancelled_by = conn, cancelled_by
+        self.interruption: Interrupted | None = None
+
+    def run(self, statement: Callable[[], T]) -> T | None:
+        try:
+            return statement()
+        except psycopg.errors.QueryCanceled:
+            if self.cancelled_by() is None:
+                raise
+            self.interruption = self.interruption or self.cancelled_by()
+        except KeyboardInterrupt as exc:
+            self.interruption = self.interruption or Interrupted.of(exc)
+            _read_the_cancelled_answer(self.conn)
+            if self.conn.closed:
+                return None
+        return statement()
+
+    def keep_interruption(self, result: "UnitResult | None") -> None:
+        if self.interruption is not None and result is not None and result.interruption is None:
+            result.interruption = self.interruption
 
 
 CANCELLED_ANSWER_WAIT_S = 5.0  # as psycopg waits for a statement it cancelled

@@ -124,6 +124,20 @@ CREATE TRIGGER slow_metrics BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE 
 """
 
 
+def slow_the_first_time(name: str, seconds: int, trigger: str, returns: str = "NEW") -> str:
+    """A trigger ``name`` that sleeps ``seconds`` the first time it fires only: a sequence is not rolled
+    back, so a retry of the same statement runs at full speed. ``trigger``: what follows BEFORE."""
+    return f"""
+CREATE SEQUENCE {name}_calls;
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('{name}_calls') = 1 THEN PERFORM pg_sleep({seconds}); END IF;
+    RETURN {returns};
+END $$;
+CREATE TRIGGER {name} BEFORE {trigger} EXECUTE FUNCTION {name}();
+"""
+
+
 # --- windows: marked days, the ledger ------------------------------------------------------------------
 
 WINDOW = "2025-03-01..2025-03-05"

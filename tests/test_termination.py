@@ -26,6 +26,7 @@ from tests.helpers import (
     run_pulsecart,
     runs,
     sleeping_sessions,
+    slow_the_first_time,
     utc,
 )
 
@@ -133,6 +134,37 @@ def test_a_signal_while_a_window_day_records_its_success_rolls_it_back_and_says_
     assert runs(conn)[0] == (date(2025, 3, 1), "failed", "terminated by SIGTERM")
     assert all(status != "succeeded" for _, status, _ in runs(conn))
     assert has_marker(conn, date(2025, 3, 1))                    # rolled back: the marker the day replaces is there
+
+SLOW_FAILURE_RECORD_ONCE = slow_the_first_time(
+    "slow_failure_record", 60,
+    "UPDATE ON job_runs FOR EACH ROW WHEN (NEW.status = 'failed' AND NEW.run_date = DATE '2025-03-03')")
+
+
+@pytest.mark.parametrize("job, failure", [
+    ("metrics", FAIL_ON_MARCH_3),
+    ("aggregate", SLOW_THEN_FAIL_ON.format(day="2025-03-03", seconds=0, fail="true")),
+], ids=["main-thread", "window-worker"])
+def test_a_signal_while_a_window_day_records_its_failure_leaves_no_running_row(conn, db_url, job, failure):
+    """The signal stops whatever statement runs when it lands (psycopg's cancel on the main thread, the main
+    thread's cancel on an aggregate window's workers): here the ledger write of a day that had failed on
+    its own. That write must still happen (the row said 'running', then 'abandoned', and the day was left
+    out of the summary); one signal stops one statement, so it is run again."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in range(1, 6) for u in "ab"])
+    conn.execute(failure)
+    conn.execute(SLOW_FAILURE_RECORD_ONCE)
+
+    result = interrupt_when_running(conn, db_url, job, "--window", WINDOW, running=1, sleeping=1,
+                                    sig=signal.SIGTERM)
+
+    assert result.returncode == 143, result.stderr
+    assert "Traceback" not in result.stderr
+    ledger = runs(conn)
+    assert all(status != "running" for _, status, _ in ledger), (ledger, result.stdout, result.stderr)
+    [day_3] = [(status, error) for day, status, error in ledger if day == date(2025, 3, 3)]
+    assert day_3[0] == "failed" and "injected failure" in day_3[1], day_3
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"Error: terminated by SIGTERM: {job} 2025-03-03"), line
+
 
 def test_a_signal_before_any_work_exits_with_its_code_and_one_error_line(db_url):
     process = start(db_url, "seed", "--start", "2025-03-01", "--days", "30", "--events-per-day", "200000")
@@ -470,13 +502,22 @@ def test_a_second_signal_before_the_swallowed_one_comes_back_does_not_change_the
 
 
 BUSY_IN_ONE_C_CALL = """
-import sys, types
+import sys, time, types
 from pulsecart_cli import console
+
+
+def roll_back():  # a Python function: entering it, Python looks at the second pending signal
+    time.sleep(0.3)
+    print("rolled back", flush=True)
 
 
 def app(standalone_mode):
     print("busy", flush=True)
-    sum(range(10**8))  # one C call: Python runs no handler before it returns, and both signals are pending by then
+    try:
+        sum(range(10**8))  # one C call: Python runs no handler before it returns, both signals are pending by then
+    except KeyboardInterrupt:
+        roll_back()  # and write the ledger: the second signal must not cut this short
+        raise
     print("ran to the end")
     return 0
 
@@ -488,7 +529,9 @@ console.main()
 
 def test_two_signals_pending_at_once_end_as_the_first_to_arrive_says():
     """Python runs pending handlers in the order of the signals' numbers, SIGHUP (1) before SIGTERM (15):
-    a SIGTERM then a SIGHUP during one long C call must still end in 143, "terminated by SIGTERM"."""
+    a SIGTERM then a SIGHUP during one long C call must still end in 143, "terminated by SIGTERM". The
+    second pending signal, ignored once the first is handled, is no swallowed signal to send again (that
+    cut the rollback short), and Python's "ignored due to race condition" note is not printed."""
     process = subprocess.Popen([sys.executable, "-c", BUSY_IN_ONE_C_CALL], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "busy\n"
@@ -497,7 +540,7 @@ def test_two_signals_pending_at_once_end_as_the_first_to_arrive_says():
     time.sleep(0.05)
     process.send_signal(signal.SIGHUP)
     out, err = process.communicate(timeout=60)
-    assert (process.returncode, out, err) == (143, "", "Error: terminated by SIGTERM\n")
+    assert (process.returncode, out, err) == (143, "rolled back\n", "Error: terminated by SIGTERM\n")
 
 
 def test_the_entry_point_handles_signals_before_it_imports_anything_slow():

@@ -7,20 +7,11 @@ from datetime import date
 
 import pytest
 
-from tests.helpers import AIRFLOW, DAGS, airflow_uri, insert_events, utc
+from tests.helpers import AIRFLOW, DAGS, airflow_uri, insert_events, slow_the_first_time, utc
 
-# The first attempt's statement sleeps far past the task's timeout; a sequence is not rolled back,
-# so the retry runs at full speed.
-SLOW_FIRST_ATTEMPT = """
-CREATE SEQUENCE aggregate_attempts;
-CREATE FUNCTION slow_first_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF nextval('aggregate_attempts') = 1 THEN PERFORM pg_sleep(600); END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER slow_first_attempt BEFORE INSERT ON event_aggregates
-    FOR EACH STATEMENT EXECUTE FUNCTION slow_first_attempt();
-"""
+# The first attempt's statement sleeps far past the task's timeout; the retry runs at full speed.
+SLOW_FIRST_ATTEMPT = slow_the_first_time("slow_first_attempt", 600, "INSERT ON event_aggregates FOR EACH STATEMENT",
+                                         returns="NULL")
 
 
 def with_short_timeout_and_retry_delay(folder):
