@@ -90,9 +90,13 @@ def run_unit(
             ))[0]
         except KeyboardInterrupt as exc:  # the row may stand without its id having reached us
             _read_the_cancelled_answer(conn)
-            if not conn.closed:
-                conn.execute(query("ledger.fail_started_here"), unit | {"error": Interrupted.of(exc).reason})
-            raise
+            interruption = Interrupted.of(exc)
+            failed = None if conn.closed else conn.execute(query("ledger.fail_started_here"),
+                                                           unit | {"error": interruption.reason}).fetchone()
+            if failed is None:  # no row: the unit never started
+                raise
+            return UnitResult(job, run_date, target, RunStatus.FAILED, run_id=failed[0], error=interruption.reason,
+                              interruption=interruption)
         result = UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id)
         started = time.monotonic()
         recorded: RunStatus | None = None  # the status the ledger row holds, once written

@@ -53,7 +53,8 @@ RETURNING id;
 UPDATE job_runs
 SET status = 'failed', finished_at = clock_timestamp(), error = %(error)s
 WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s AND target IS NOT DISTINCT FROM %(target)s
-  AND status = 'running' AND backend_pid = pg_backend_pid();
+  AND status = 'running' AND backend_pid = pg_backend_pid()
+RETURNING id;
 
 -- name: finish
 -- Also run inside the unit's own transaction (its success commits with its work): clock_timestamp(),
