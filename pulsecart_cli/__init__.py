@@ -10,6 +10,8 @@ def __getattr__(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("pulsecart")
+        found = version("pulsecart")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0.0.0+source"
+        found = "0.0.0+source"
+    globals()["__version__"] = found  # read once: the next access finds the attribute
+    return found

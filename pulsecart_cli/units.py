@@ -89,10 +89,9 @@ def run_unit(
                                "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
             ))[0]
         except KeyboardInterrupt as exc:  # the row may stand without its id having reached us
-            _read_the_cancelled_answer(conn)
             interruption = Interrupted.of(exc)
-            failed = None if conn.closed else conn.execute(query("ledger.fail_started_here"),
-                                                           unit | {"error": interruption.reason}).fetchone()
+            failed = bookkeeping.run(lambda: conn.execute(query("ledger.fail_started_here"),
+                                                          unit | {"error": interruption.reason}).fetchone())
             if failed is None:  # no row: the unit never started
                 raise
             return UnitResult(job, run_date, target, RunStatus.FAILED, run_id=failed[0], error=interruption.reason,
@@ -162,7 +161,6 @@ def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: 
 def _unlock(conn: psycopg.Connection, keys: dict) -> None:
     """A session's advisory lock ends with the session: a connection lost after the unit's commit has
     released it, and the unit's result stands (the next statement on ``conn`` reports the loss)."""
-    _read_the_cancelled_answer(conn)
     if conn.broken or conn.closed:
         return
     try:
@@ -180,13 +178,17 @@ class _Bookkeeping:
     it lands: on the main thread psycopg cancels it, on a window's worker the main thread's cancel does.
     Landing on a ledger write or the unlock, it left the row 'running' and the day out of the summary.
     Only the first signal is acted on and one cancel stops one statement: what is left of its answer is
-    read, the statement runs again, and a signal that landed here is kept for the unit's result."""
+    read, the statement runs again, and a signal that landed here is kept for the unit's result. The
+    answer of a statement a signal stopped before (outside the work) is read first; None: the connection
+    had to be given up."""
 
     def __init__(self, conn: psycopg.Connection, cancelled_by: Callable[[], Interrupted | None]):
         self.conn, self.cancelled_by = conn, cancelled_by
         self.interruption: Interrupted | None = None
 
     def run(self, statement: Callable[[], T]) -> T | None:
+        if self._given_up():
+            return None
         try:
             return statement()
         except psycopg.errors.QueryCanceled:
@@ -195,10 +197,11 @@ class _Bookkeeping:
             self.interruption = self.interruption or self.cancelled_by()
         except KeyboardInterrupt as exc:
             self.interruption = self.interruption or Interrupted.of(exc)
-            _read_the_cancelled_answer(self.conn)
-            if self.conn.closed:
-                return None
-        return statement()
+        return None if self._given_up() else statement()
+
+    def _given_up(self) -> bool:
+        _read_the_cancelled_answer(self.conn)
+        return self.conn.closed
 
     def keep_interruption(self, result: "UnitResult | None") -> None:
         if self.interruption is not None and result is not None and result.interruption is None:
