@@ -214,11 +214,13 @@ CANCELLED_ANSWER_WAIT_S = 5.0  # as psycopg waits for a statement it cancelled
 def _read_the_cancelled_answer(conn: psycopg.Connection) -> None:
     """psycopg cancels a statement that a signal interrupts and reads its answer, except when the signal
     lands in psycopg's own code after sending it: the cancel goes out, the answer stays unread, and every
-    later statement fails with "another command is already in progress". Read it and roll back; with no
-    answer within 5 s, give the connection up (the server rolls back and releases its locks)."""
-    pgconn = conn.pgconn
-    if conn.closed or pgconn.transaction_status != pq.TransactionStatus.ACTIVE:
+    later statement fails with "another command is already in progress". Read it, and end the transaction
+    it was in (or one the signal left open before its COMMIT was sent: a read on it would see the unit's
+    own uncommitted success). With no answer within 5 s, give the connection up (the server rolls back
+    and releases its locks)."""
+    if conn.closed:
         return
+    pgconn = conn.pgconn
     deadline = time.monotonic() + CANCELLED_ANSWER_WAIT_S
     try:
         while pgconn.is_busy():
@@ -227,7 +229,8 @@ def _read_the_cancelled_answer(conn: psycopg.Connection) -> None:
             pgconn.consume_input()
         while pgconn.get_result() is not None:
             pass
-        conn.rollback()
+        if pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
+            conn.execute(query("session.roll_back"))
     except (TimeoutError, psycopg.Error):
         conn.close()
 

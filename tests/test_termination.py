@@ -304,6 +304,45 @@ def test_a_signal_inside_psycopg_after_a_statement_is_sent_still_rolls_back_and_
     assert run_pulsecart("aggregate", "--date", "2025-03-02", env={"PULSECART_DATABASE_URL": db_url}).returncode == 0
 
 
+SIGNAL_AS_THE_COMMIT_BEGINS = """
+import os, signal, sys
+from pulsecart_cli import console
+
+success_recorded = False
+
+
+def signal_as_the_commit_begins(frame, event, arg):
+    # the day's success is written in its transaction; psycopg is about to send the COMMIT: a signal here
+    # ends psycopg's generator with the transaction still open on the connection
+    global success_recorded
+    if event == "call" and frame.f_code.co_name == "_finish":
+        success_recorded = True
+    elif event == "call" and frame.f_code.co_name == "_commit_gen" and success_recorded:
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+sys.setprofile(signal_as_the_commit_begins)
+sys.argv = ["pulsecart", "aggregate", "--date", "2025-03-02"]
+console.main()
+"""
+
+
+def test_a_signal_as_the_commit_begins_rolls_back_and_never_says_committed(conn, db_url):
+    """The transaction was left open, and reading the day's ledger row on the same connection saw its own
+    uncommitted 'succeeded': the line said "had committed as it arrived", then the session ended, the
+    transaction rolled back and the row stayed 'running' (1 in 60 TERM-then-HUP metrics windows)."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2) for u in "ab"])
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AS_THE_COMMIT_BEGINS],
+                            env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 143, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith("Error: terminated by SIGTERM: aggregate 2025-03-02 rolled back and marked failed"), line
+    assert runs(conn) == [(date(2025, 3, 2), "failed", "terminated by SIGTERM")]
+    assert not conn.execute("SELECT count(*) FROM event_aggregates").fetchone()[0]
+
+
 def test_a_signal_after_the_command_finished_changes_nothing(db_url):
     """A SIGTERM while Python shuts down (here: from an atexit hook, after the exit status is decided) must
     not turn a finished run into 143 or print anything: the work is over, there is nothing to stop."""

@@ -9,3 +9,8 @@ SELECT set_config('tcp_keepalives_idle', %(idle)s, false),
 -- PostgreSQL 14+: during a long statement, check every interval whether the client is still there;
 -- when it is gone (killed), end the statement and the session, which frees its locks.
 SELECT set_config('client_connection_check_interval', %(interval)s, false);
+
+-- name: roll_back
+-- The transaction a signal left open when it landed in psycopg's own code around COMMIT (psycopg's
+-- rollback never ran, so psycopg still counts it open and its rollback() would refuse).
+ROLLBACK;
