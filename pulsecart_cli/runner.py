@@ -325,16 +325,17 @@ class _OverlappingDays:
         """``first``: the caller's connection, for the first worker (the caller closes it)."""
         workers = [threading.Thread(target=self._work_through_days, args=(first if i == 0 else None,), daemon=True)
                    for i in range(min(DAYS_IN_FLIGHT, len(self.days)))]
-        for worker in workers:
-            worker.start()
         try:
+            for worker in workers:  # a signal while the second starts: the first is already at work
+                worker.start()
             self._report_in_order(workers, on_day_start, on_day_done)
         except KeyboardInterrupt as exc:
             self._interrupt(exc)
         while any(worker.is_alive() for worker in workers):
             try:
                 for worker in workers:
-                    worker.join()
+                    if worker.is_alive():  # never started (or not yet: it then finds the window stopping)
+                        worker.join()
             except KeyboardInterrupt as exc:
                 self._interrupt(exc)
         return self._outcome()

@@ -304,6 +304,19 @@ def test_a_signal_inside_psycopg_after_a_statement_is_sent_still_rolls_back_and_
     assert run_pulsecart("aggregate", "--date", "2025-03-02", env={"PULSECART_DATABASE_URL": db_url}).returncode == 0
 
 
+def run_script(script: str, db_url: str) -> subprocess.CompletedProcess:
+    """Run ``script`` (which calls ``console.main``) in a child process on the test database."""
+    return subprocess.run([sys.executable, "-c", script], env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_only_day_rolled_back(conn, result: subprocess.CompletedProcess, day: date) -> None:
+    assert result.returncode == 143, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"Error: terminated by SIGTERM: aggregate {day} rolled back and marked failed"), line
+    assert runs(conn) == [(day, "failed", "terminated by SIGTERM")]
+
+
 SIGNAL_AS_THE_COMMIT_BEGINS = """
 import os, signal, sys
 from pulsecart_cli import console
@@ -333,14 +346,39 @@ def test_a_signal_as_the_commit_begins_rolls_back_and_never_says_committed(conn,
     uncommitted 'succeeded': the line said "had committed as it arrived", then the session ended, the
     transaction rolled back and the row stayed 'running' (1 in 60 TERM-then-HUP metrics windows)."""
     insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2) for u in "ab"])
-    result = subprocess.run([sys.executable, "-c", SIGNAL_AS_THE_COMMIT_BEGINS],
-                            env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 143, result.stderr
-    [line] = error_lines(result.stderr)
-    assert line.startswith("Error: terminated by SIGTERM: aggregate 2025-03-02 rolled back and marked failed"), line
-    assert runs(conn) == [(date(2025, 3, 2), "failed", "terminated by SIGTERM")]
+    assert_only_day_rolled_back(conn, run_script(SIGNAL_AS_THE_COMMIT_BEGINS, db_url), date(2025, 3, 2))
     assert not conn.execute("SELECT count(*) FROM event_aggregates").fetchone()[0]
+
+
+SIGNAL_AS_THE_SECOND_WORKER_STARTS = """
+import os, signal, sys, threading, time
+from pulsecart_cli import console
+
+starts = 0
+
+
+def signal_as_the_second_worker_starts(frame, event, arg):
+    global starts
+    if event == "call" and frame.f_code.co_name == "start" and isinstance(frame.f_locals.get("self"), threading.Thread):
+        starts += 1
+        if starts == 2:
+            sys.setprofile(None)
+            time.sleep(1)  # the first worker is inside day 1's slow statement by now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+sys.setprofile(signal_as_the_second_worker_starts)
+sys.argv = ["pulsecart", "aggregate", "--window", "2025-03-01..2025-03-05"]
+console.main()
+"""
+
+
+def test_a_signal_while_a_window_starts_its_workers_stops_the_one_already_at_work(conn, db_url):
+    """The interruption escaped the window before its workers were told: the process exited under the first
+    worker, whose day stayed 'running' (then 'abandoned'), with a bare "terminated by SIGTERM" line."""
+    five_days_with_markers(conn)
+    conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-01", seconds=30, fail="false"))
+    assert_only_day_rolled_back(conn, run_script(SIGNAL_AS_THE_SECOND_WORKER_STARTS, db_url), date(2025, 3, 1))
 
 
 def test_a_signal_after_the_command_finished_changes_nothing(db_url):
