@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from pulsecart_cli import emulator, migrations, pubsub
+from pulsecart_cli import database, emulator, migrations, pubsub
 from pulsecart_cli.dates import day_bounds, days_between
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import Invocation
@@ -34,6 +34,11 @@ from pulsecart_cli.queries import parse_named, query
 from pulsecart_cli.reconcile import Options, Reconciler
 from pulsecart_cli.runner import run_daily_job
 from pulsecart_cli.seed import SeedSpec, seed_events
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    """Finds pulsecart's tables as its own sessions do (its schema, then public)."""
+    return psycopg.connect(url, options=database.libpq_options(), **kwargs)
 
 HERE = Path(__file__).resolve().parent
 SQL = parse_named((HERE / "seed_sql" / "aggregate.sql").read_text())
@@ -79,7 +84,7 @@ def fresh_database(server_url: str, name: str) -> str:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")
     url = make_conninfo(server_url, dbname=name)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         migrations.migrate(conn)
         conn.execute(SQL["schema"])
     return url
@@ -89,7 +94,7 @@ def seeded_database(server_url: str, name: str, history_days: int, profile: dict
     """A database with ``history_days`` days of events ending on D; returns (url, events per second)."""
     url = fresh_database(server_url, name)
     spec = SeedSpec(D - timedelta(days=history_days - 1), history_days, profile["users"], profile["events"], 42)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         result = seed_events(conn, spec)
         rate = result.events / (time.perf_counter() - started)
@@ -122,7 +127,7 @@ def floor_sql(conn, *steps: tuple[str, dict]) -> None:
 def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
     start, end = day_bounds(D)
     run_daily_job(url, "aggregate", days_between(D - timedelta(days=6), D), INVOCATION)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         for day in days_between(D - timedelta(days=6), D - timedelta(days=1)):
             seed_sql(conn, "extract_events", day + timedelta(days=1))
         settle(conn, "VACUUM ANALYZE")
@@ -223,7 +228,7 @@ def counts_on_connections(connections: list, days: list[date]) -> None:
 def two_in_flight_bound(url: str, days: list[date], repeats: int) -> tuple[float, float]:
     """The same per-day work, one day after another and two at a time, without pulsecart around it: what
     a window's two days in flight can gain over separate days at most, on this machine."""
-    with psycopg.connect(url, autocommit=True) as one, psycopg.connect(url, autocommit=True) as two:
+    with connect(url, autocommit=True) as one, connect(url, autocommit=True) as two:
         serial = median_time(lambda: counts_on_connections([one], days), repeats)
         parallel = median_time(lambda: counts_on_connections([one, two], days), repeats)
     return serial, parallel
@@ -240,7 +245,7 @@ def bench_window(url: str, repeats: int) -> dict:
 
     separate = median_time(separately, repeats, warmup=False)
     counts_serial, counts_two_at_a_time = two_in_flight_bound(url, days[-BOUND_DAYS:], repeats)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         floor = median_time(lambda: floor_sql(
             conn, ("floor_window_counts", {"start": start, "end": end}),
             ("floor_window_scores", {"first": days[0], "last": D})), repeats)
@@ -265,7 +270,7 @@ def bench_window(url: str, repeats: int) -> dict:
 
 def bench_metrics(url: str, repeats: int) -> dict:
     start, end = day_bounds(D)
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         try:
             seed_sql(conn, "daily_metrics", D + timedelta(days=1))
             seed_error = None
@@ -351,7 +356,7 @@ def bench_reconcile(url: str, messages: int, repeats: int) -> dict:
     clients.subscriber.delete_subscription(
         request={"subscription": clients.subscription_path(pair.consumer_subscription)})
     results = {}
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         variants = {
             "pulsecart": lambda: Reconciler(clients, conn, pair, Options(max_messages=10**9, pull_timeout_s=1)).run(),
             "seed_corrected": lambda: seed_loop_corrected(clients, pair),

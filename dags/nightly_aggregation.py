@@ -7,6 +7,13 @@ Every day at 02:00 UTC: wait until the prior day's events are complete (the cons
 
 Rerunning a day replaces its results exactly and rescores the later days that read its counts, so a
 backfill with any `--max-active-runs`, forwards or backwards, ends where a serial window ends.
+
+Then the schedule heals: `heal_aggregate` reruns the days among
+the last 30 (Airflow Variable `pulsecart_heal_days`) whose events changed after their run (late,
+deleted or corrected events, dead letters republished by reconciliation) or whose latest run failed,
+and the never-run days their scores read; missing days are left to the operator. A day it cannot heal
+fails the task and is named in its failure email and in `pulsecart status --check`. Backfill runs do not
+heal. Last, `prune_score_history` keeps the last 400 days of score history (`pulsecart_keep_days`).
 """
 
 from datetime import timedelta
@@ -14,7 +21,15 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG
 from pulsecart_alerts import alerts_help, finished_by
-from pulsecart_common import PRIOR_DAY, cli_task, default_args, rerun_help, wait_for_complete_day
+from pulsecart_common import (
+    KEEP_DAYS,
+    PRIOR_DAY,
+    cli_task,
+    default_args,
+    heal_task,
+    rerun_help,
+    wait_for_complete_day,
+)
 
 with DAG(
     dag_id="pulsecart_nightly_aggregation",
@@ -30,4 +45,7 @@ with DAG(
     + alerts_help(late_after="06:00 UTC"),
 ) as dag:
     job = f"aggregate --date {PRIOR_DAY}"
-    wait_for_complete_day(then=job) >> cli_task("aggregate_prior_day", job, execution_timeout=timedelta(hours=2))
+    (wait_for_complete_day(then=job) >> cli_task("aggregate_prior_day", job, execution_timeout=timedelta(hours=2))
+     >> heal_task("aggregate", execution_timeout=timedelta(hours=1))
+     >> cli_task("prune_score_history", f"prune --keep-days {KEEP_DAYS}", execution_timeout=timedelta(hours=1),
+                 not_in_backfills=True))

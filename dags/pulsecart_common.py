@@ -20,6 +20,14 @@ PRIOR_DAY = "{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}{% else %}y
 DAY = ("{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}"
        "{% else %}{{ macros.ds_add(dag_run.run_after.strftime('%Y-%m-%d'), -1) }}{% endif %}")
 
+# The run's own day, or (a manual run with no logical date) the day it was started.
+_RUN_DAY = "(ds if ds is defined and ds else dag_run.run_after.strftime('%Y-%m-%d'))"
+# Airflow Variable `pulsecart_heal_days` (default 30): how far back the nightly healing looks.
+HEAL_FROM = "{{ macros.ds_add(" + _RUN_DAY + ", -(var.value.get('pulsecart_heal_days', '30') | int)) }}"
+HEAL_TO = "{{ macros.ds_add(" + _RUN_DAY + ", -1) }}"
+# Airflow Variable `pulsecart_keep_days` (default 400): the score history `pulsecart prune` keeps.
+KEEP_DAYS = "{{ var.value.get('pulsecart_keep_days', '400') | int }}"
+
 # Airflow Variable `pulsecart_gcp_project`, when set, else the worker's PULSECART_GCP_PROJECT / GOOGLE_CLOUD_PROJECT.
 PROJECT_FLAG = ("{% if var.value.get('pulsecart_gcp_project', '') %} --project "
                 "{{ var.value.get('pulsecart_gcp_project') }}{% endif %}")
@@ -38,16 +46,31 @@ SENSOR_ENV = DATABASE_ENV | {
 EXIT_INCOMPLETE = 4
 
 
-def cli_task(task_id: str, arguments: str, execution_timeout: timedelta) -> PulsecartCommand:
+def cli_task(task_id: str, arguments: str, execution_timeout: timedelta, *,
+             not_in_backfills: bool = False) -> PulsecartCommand:
     """A task that runs `pulsecart <arguments>` with the database URL added to the worker's environment.
     Every exit code but 0 fails the task (Airflow's default would turn 99 into "skipped").
 
     Past ``execution_timeout`` Airflow sends SIGTERM: pulsecart cancels its statement, rolls back,
     records the run as failed ("terminated by SIGTERM") and frees the day, so the retry starts cleanly
-    instead of a hung job blocking the next night."""
-    return PulsecartCommand(task_id=task_id, bash_command=f"{CLI} {arguments}", env=DATABASE_ENV,
+    instead of a hung job blocking the next night. ``not_in_backfills``: a backfill's run does nothing."""
+    command = f"{CLI} {arguments}"
+    if not_in_backfills:
+        command = ("{% if dag_run.run_type == 'backfill' %}echo 'pulsecart: not in a backfill run'"
+                   "{% else %}" + command + "{% endif %}")
+    return PulsecartCommand(task_id=task_id, bash_command=command, env=DATABASE_ENV,
                             append_env=True, skip_on_exit_code=None, execution_timeout=execution_timeout,
                             on_failure_callback=failure_email(arguments))
+
+
+def heal_task(job: str, execution_timeout: timedelta) -> PulsecartCommand:
+    """Once the prior day succeeded, rerun the days among the last `pulsecart_heal_days` (30) that are stale
+    (their events changed since their run: late, deleted or corrected events, reconciled dead letters) or
+    whose latest run failed, and (aggregate) the never-run days that such days read. Missing days are left
+    to the operator. A failure fails only this task (one email, naming the days that could not be healed);
+    a prior day that failed is healed the next night, not alerted twice. Backfill runs do not heal."""
+    return cli_task(f"heal_{job}", f"{job} --window {HEAL_FROM}..{HEAL_TO} --stale --only-failed --keep-going",
+                    execution_timeout, not_in_backfills=True)
 
 
 def wait_for_complete_day(then: str) -> PulsecartSensor:

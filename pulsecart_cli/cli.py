@@ -23,6 +23,7 @@ from pulsecart_cli import (
     __version__,
     database,
     embedded,
+    grants,
     migrations,
     pubsub,
     quarantine,
@@ -30,7 +31,7 @@ from pulsecart_cli import (
     render,
     schedules,
 )
-from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days
+from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days, today_utc
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
@@ -39,12 +40,14 @@ from pulsecart_cli.errors import (
     EXIT_USAGE,
     CheckFailed,
     Interrupted,
+    MissingPrivileges,
     PulsecartError,
     UsageError,
     first_line,
 )
 from pulsecart_cli.ledger import LEDGER_STATUSES, TRIGGERS, Invocation, RunStatus
 from pulsecart_cli.planning import Selection
+from pulsecart_cli.prune import DEFAULT_KEEP_DAYS, prune_history
 from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.registry import DAILY_JOBS, DailyJob
 from pulsecart_cli.runner import DailyReport, DailyRequest, run_daily, run_reconcile
@@ -226,7 +229,7 @@ DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", metavar="URL", envvar="PULSECART_DATABASE_URL",
     help="PostgreSQL URL (postgresql://… or libpq key=value). Default: the embedded database under "
          "$PULSECART_HOME (./.pulsecart), started when needed.")]
-DateOpt = Annotated[str | None, typer.Option("--date", metavar="D", help="One UTC day: YYYY-MM-DD, yesterday or today.")]
+DateOpt = Annotated[str | None, typer.Option("--date", metavar="D", help="One UTC day: YYYY-MM-DD, yesterday, today or 'N days ago'.")]
 WindowOpt = Annotated[str | None, typer.Option("--window", metavar="A..B", help="Days A to B, both included.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")]
 KeepGoingOpt = Annotated[bool, typer.Option("--keep-going", help="Continue after a failed day (exit code still 1).")]
@@ -372,7 +375,8 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
 OnlyMissingOpt = Annotated[bool, typer.Option("--only-missing", help="Only days with no succeeded run.")]
 OnlyFailedOpt = Annotated[bool, typer.Option("--only-failed", help="Only days whose latest run failed.")]
 StaleOpt = Annotated[bool, typer.Option(
-    "--stale", help="Only days with events ingested after their latest successful run started (late arrivals).")]
+    "--stale", help="Only days whose events changed after their latest successful run read them (late, deleted or "
+         "corrected events), or whose scores read such a day.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the days that would run and why; change nothing.")]
 IfMissingOpt = Annotated[bool, typer.Option(
     "--if-missing", help="With --date: do nothing (exit 0) when the day already succeeded. For cron.")]
@@ -719,9 +723,42 @@ def seed(
                        f"{result.invalid_totals:,} orders with an invalid total")
 
 
+@app.command()
+def prune(
+    keep_days: Annotated[int, typer.Option("--keep-days", metavar="N", min=8, max=100_000,
+                                           help="Keep the score history of the last N days.")] = DEFAULT_KEEP_DAYS,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Remove score history older than N days (one row per user and day adds up: 36 M rows a year at 100,000 users).
+
+    Never the current scores, nor what later days still read; counts are kept. A pruned day shows as
+    stale in `status`, and rerunning it rebuilds its scores. One day per transaction: a running job
+    waits for one day's delete at most. The nightly DAG runs it.
+
+    \b
+    Examples:
+      pulsecart prune
+      pulsecart prune --keep-days 90
+    """
+    with _migrated_connection(database_url) as conn:
+        pruned = prune_history(conn, keep_days, today_utc())
+    if pruned.days:
+        render.out().print(f"pruned the scores as of {len(pruned.days)} day(s), {pruned.days[0]}..{pruned.days[-1]} "
+                           f"({pruned.rows:,} rows); kept the last {keep_days} days", markup=False)
+    else:
+        render.out().print(f"nothing to prune: no scores older than {keep_days} days", markup=False)
+
+
 @db_app.command("migrate")
 def db_migrate(database_url: DatabaseUrl = None) -> None:
-    """Apply pending schema migrations, each in its own transaction. Safe to run again.
+    """Create pulsecart's schema, or bring it up to date, and create or adopt the application's tables.
+
+    pulsecart's own tables go in their own schema ($PULSECART_SCHEMA, default pulsecart). An existing
+    events table (the consumer's, partitioned or not) is adopted as it is: migrate adds an index
+    (CREATE INDEX CONCURRENTLY) and change-tracking triggers without blocking its writers for more
+    than a second; the seed's event_aggregates, daily_metrics and personalization_scores are adopted
+    with their rows. When the role lacks a privilege a step needs, nothing changes and the owner's SQL
+    is printed (exit 6). Safe to run again.
 
     \b
     Examples:
@@ -729,15 +766,45 @@ def db_migrate(database_url: DatabaseUrl = None) -> None:
       pulsecart db migrate --database-url postgresql://pulsecart@db.internal/pulsecart
     """
     with database.connection(database.resolve_url(database_url)) as conn:
-        done = migrations.migrate(conn)
+        try:
+            report = migrations.migrate(conn)
+        except MissingPrivileges as exc:
+            print(exc.owner_sql)
+            raise
         changed = migrations.changed(migrations.applied(conn))
-    if done:
-        for m in done:
-            render.out().print(f"applied {m.label}")
-    else:
-        render.out().print("schema is up to date")
+    lines = []
+    if report.moved_from_public:
+        lines.append(f"moved pulsecart's tables from public into the schema {database.schema_name()}")
+    lines += [f"applied {m.label}" for m in report.applied]
+    lines += [f"adopted {table} as it is" for table in report.adopted]
+    lines += report.changed
+    render.out().print("\n".join(lines) if lines else "schema is up to date", markup=False)
     for m in changed:
         render.message(f"warning: {m.label}.sql changed since it was applied (its checksum differs)")
+
+
+@db_app.command("grant")
+def db_grant(
+    role: Annotated[str, typer.Argument(metavar="ROLE", help="The login role the jobs run as.")],
+    print_only: Annotated[bool, typer.Option("--print", help="Print the SQL instead of running it.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Grant a login role exactly what the jobs need: read events, write pulsecart's schema and the outputs.
+
+    Run it as the role that ran `db migrate` (the owner of pulsecart's schema and the outputs). The role
+    gets no INSERT, UPDATE or DELETE on events and cannot alter it.
+
+    \b
+    Examples:
+      pulsecart db grant pulsecart_jobs
+      pulsecart db grant pulsecart_jobs --print | psql "$OWNER_URL"
+    """
+    if print_only:
+        print("\n".join(statement.as_string() + ";" for statement in grants.grant_statements(role)))
+        return
+    with _migrated_connection(database_url) as conn:
+        grants.grant(conn, role)
+    render.out().print(f"granted {role} what the jobs need (db grant {role} --print shows the SQL)", markup=False)
 
 
 @db_app.command("status")

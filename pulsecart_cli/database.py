@@ -20,6 +20,27 @@ CLIENT_KEEPALIVES: dict[str, Any] = {"keepalives": "1", "keepalives_idle": "30",
 # The server's side: a lost client is noticed, even during a long statement (its locks are freed).
 SERVER_KEEPALIVES = {"idle": "60", "interval": "10", "count": "6"}
 CLIENT_CHECK_INTERVAL = "10s"
+SCHEMA_ENV = "PULSECART_SCHEMA"
+DEFAULT_SCHEMA = "pulsecart"
+
+
+def schema_name() -> str:
+    """pulsecart's own schema: $PULSECART_SCHEMA, default pulsecart. The application's tables stay in public."""
+    name = os.environ.get(SCHEMA_ENV) or DEFAULT_SCHEMA
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name in ("public", "pg_catalog", "information_schema"):
+        raise ConfigError(f"{SCHEMA_ENV}={name!r} is not a schema pulsecart can use",
+                          hint="a lower-case name of letters, digits and _ (not public)")
+    return name
+
+
+def search_path() -> str:
+    """Every pulsecart session's search_path: its own schema, then the application's."""
+    return f"{schema_name()},public"
+
+
+def libpq_options() -> str:
+    """The search_path as libpq connection options, for a plain psycopg.connect (tests, the benchmark)."""
+    return f"-c search_path={search_path()}"
 
 
 def under_airflow() -> bool:
@@ -82,7 +103,7 @@ def connect(url: str) -> psycopg.Connection:
             hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
         ) from exc
     try:
-        conn.execute(query("session.keepalives"), SERVER_KEEPALIVES)
+        conn.execute(query("session.setup"), SERVER_KEEPALIVES | {"search_path": search_path()})
         if conn.info.server_version >= 140000:
             conn.execute(query("session.check_client"), {"interval": CLIENT_CHECK_INTERVAL})
     except BaseException:

@@ -18,18 +18,23 @@ def today_utc() -> date:
 
 
 def parse_day(text: str, option: str = "--date") -> date:
-    """`YYYY-MM-DD`, `yesterday` or `today` (UTC), from FIRST_DAY to LAST_DAY."""
-    value = text.strip().lower()
+    """`YYYY-MM-DD`, `yesterday`, `today` or `N days ago` (UTC), from FIRST_DAY to LAST_DAY."""
+    value = " ".join(text.strip().lower().split())
     if value == "today":
         return today_utc()
     if value == "yesterday":
         return today_utc() - timedelta(days=1)
+    if ago := re.fullmatch(r"(\d{1,7}) days? ago", value):
+        days_ago = int(ago.group(1))
+        if days_ago > (today_utc() - FIRST_DAY).days:
+            raise UsageError(f"{option} {text!r} is out of range: expected a day from {FIRST_DAY} to {LAST_DAY}")
+        return today_utc() - timedelta(days=days_ago)
     try:
         day = date.fromisoformat(value) if len(value) == 10 else None
     except ValueError:
         day = None
     if day is None:
-        raise UsageError(f"invalid {option} {text!r}: expected YYYY-MM-DD, 'yesterday' or 'today'")
+        raise UsageError(f"invalid {option} {text!r}: expected YYYY-MM-DD, 'yesterday', 'today' or 'N days ago'")
     return check_day(day, option)
 
 

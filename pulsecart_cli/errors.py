@@ -11,6 +11,7 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INCOMPLETE = 4
 EXIT_CHECK_FAILED = 5
+EXIT_NEEDS_OWNER = 6
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
 
 
@@ -141,3 +142,17 @@ class CheckFailed(PulsecartError):
     """`status --check` found days that did not succeed or are stale."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class SchemaMismatch(PulsecartError):
+    """An existing application table lacks what pulsecart reads or writes (a column, a type)."""
+
+
+class MissingPrivileges(PulsecartError):
+    """`db migrate` needs something on a table its role does not own: the owner's SQL is attached."""
+
+    exit_code = EXIT_NEEDS_OWNER
+
+    def __init__(self, message: str, owner_sql: str):
+        super().__init__(message)
+        self.owner_sql = owner_sql

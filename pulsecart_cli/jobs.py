@@ -25,6 +25,9 @@ class DayContext:
 
 
 SCORES_LOCK_NOTE_AFTER_S = 1.0
+# In a success's ledger details: the day's event change count in the snapshot that read its events. A
+# higher count now means the events changed after the run (status.day_states).
+EVENT_CHANGES_SEEN = "event_changes_seen"
 
 
 def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
@@ -40,7 +43,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
     conn.execute(query("aggregate.begin_day"))
-    aggregate_rows, *counts_written = one_row(conn.execute(query("aggregate.replace_counts"), params))
+    aggregate_rows, *counts_written, changes_seen = one_row(conn.execute(query("aggregate.replace_counts"), params))
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
     conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written)})
@@ -60,7 +63,8 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
                  "scores_from_previous_day": from_previous, "scores_kept": scores_kept,
                  "scores_refreshed": [str(d) for d in refreshed],
                  "current_scores_as_of": str(current_as_of) if current_as_of else None,
-                 "current_scores_updated": current_as_of is not None and (current_as_of == day or current_as_of in refreshed)},
+                 "current_scores_updated": current_as_of is not None and (current_as_of == day or current_as_of in refreshed),
+                 EVENT_CHANGES_SEEN: changes_seen},
     )
 
 
@@ -103,7 +107,7 @@ def _scores_fresh(conn: psycopg.Connection, as_of: date) -> bool:
 def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
     """Replace D's daily_metrics row."""
     start, end = day_bounds(day)
-    orders, abandoned, rate, revenue, invalid = one_row(conn.execute(
+    orders, abandoned, rate, revenue, invalid, changes_seen = one_row(conn.execute(
         query("metrics.replace_day"), {"day": day, "start": start, "end": end}))
     return Outcome(
         rows=1,
@@ -113,6 +117,7 @@ def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayCo
             "abandonment_rate": _plain(rate),
             "revenue": _plain(revenue),
             "invalid_order_totals": invalid,
+            EVENT_CHANGES_SEEN: changes_seen,
         },
     )
 

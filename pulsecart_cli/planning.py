@@ -9,7 +9,7 @@ from psycopg.rows import class_row
 
 from pulsecart_cli.ledger import RunStatus
 from pulsecart_cli.queries import query
-from pulsecart_cli.status import LATE_EVENTS, day_states
+from pulsecart_cli.status import day_states
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection:
         elif selection.stale and state.ever_succeeded and state.stale_itself:
             chosen[day] = f"stale: {state.stale_reason}"
         if selection.stale and state.ever_succeeded:
-            # Stale through an earlier day it reads, whose events arrived late: rerunning that day (even
-            # before the window) refreshes this one in the same run; rerunning this one would not.
-            for late in state.late_inputs:
-                chosen.setdefault(late, f"stale: {LATE_EVENTS}; {day} reads it")
+            # Stale through an earlier day it reads (its events changed, it never ran, its latest run failed):
+            # running that day (even before the window) refreshes this one in the same run; rerunning this
+            # one would not.
+            for earlier, why in state.stale_inputs:
+                chosen.setdefault(earlier, f"read by {day}: {why}")
     return sorted(chosen.items())
 
 

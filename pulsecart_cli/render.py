@@ -230,7 +230,7 @@ def _fix_command(job: str, states: dict) -> str | None:
     if not flags:
         return None
     days = [d for state in GAP_FLAGS for d in gaps.get(state, [])]
-    days += [d for s in states.values() if s.state == DayStatus.STALE for d in s.late_inputs]  # may be earlier
+    days += [d for s in states.values() if s.state == DayStatus.STALE for d, _ in s.stale_inputs]  # may be earlier
     return f"pulsecart {job} --window {min(days)}..{max(days)} {' '.join(flags)}"
 
 

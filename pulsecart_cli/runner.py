@@ -26,6 +26,7 @@ from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
+from pulsecart_cli.queries import query
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.units import ConnectionLost, NotRun, committed_result, run_unit
@@ -169,6 +170,7 @@ def run_daily(
         return report
     with connection(url) as conn:
         require_current(conn)
+        conn.execute(query("changes.fold"))
         if request.if_missing:
             report.already_succeeded = last_success(conn, job, days[0])
             if report.already_succeeded is not None:

@@ -15,7 +15,7 @@ import psycopg.errors
 
 from pulsecart_cli.dates import LAST_DAY
 from pulsecart_cli.errors import UsageError
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 
 # (event_type, cumulative probability)
 EVENT_MIX = (
@@ -101,7 +101,13 @@ def day_rows(spec: SeedSpec, day: date):
         yield f"{event_id}\t{user_id}\t{event_type}\t{timestamp}\t{payload}\n", invalid
 
 
-def seed_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int = 1_000) -> SeedResult:
+def seed_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int = 1_000,
+                refuse_foreign_events: bool = True) -> SeedResult:
+    """Load the synthetic events and record the load. Refuses (writing nothing) an events table that holds
+    events pulsecart did not seed: in production that table is the consumer's."""
+    if refuse_foreign_events and one_row(conn.execute(query("seed.foreign_events")))[0]:
+        raise UsageError("seed: the events table holds events pulsecart did not seed (the consumer's?): "
+                         "nothing was written", hint="seed only an empty database or one seeded before")
     try:
         return _copy_events(conn, spec, chunk_rows)
     except psycopg.errors.UniqueViolation:
@@ -114,16 +120,19 @@ def _copy_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int) -> S
     total = invalid_total = 0
     # psycopg's default writer, on this thread: its queued writer (a sending thread) was no faster here,
     # and a signal raised while the main thread woke that thread could leave it waiting for good.
-    with conn.transaction(), conn.cursor() as cur, cur.copy(query("seed.copy_events")) as copy:
-        for offset in range(spec.days):
-            buffer = []
-            for line, invalid in day_rows(spec, spec.start + timedelta(days=offset)):
-                buffer.append(line)
-                invalid_total += invalid
-                if len(buffer) >= chunk_rows:
-                    copy.write("".join(buffer))
-                    total += len(buffer)
-                    buffer.clear()
-            copy.write("".join(buffer))
-            total += len(buffer)
+    with conn.transaction():
+        with conn.cursor() as cur, cur.copy(query("seed.copy_events")) as copy:
+            for offset in range(spec.days):
+                buffer = []
+                for line, invalid in day_rows(spec, spec.start + timedelta(days=offset)):
+                    buffer.append(line)
+                    invalid_total += invalid
+                    if len(buffer) >= chunk_rows:
+                        copy.write("".join(buffer))
+                        total += len(buffer)
+                        buffer.clear()
+                copy.write("".join(buffer))
+                total += len(buffer)
+        conn.execute(query("seed.record_load"),
+                     {"first_day": spec.start, "days": spec.days, "seed": spec.seed, "events": total})
     return SeedResult(events=total, days=spec.days, invalid_totals=invalid_total)

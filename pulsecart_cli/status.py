@@ -32,8 +32,10 @@ class DayState:
     latest_run_id: int | None
     ever_succeeded: bool
     stale_reason: str | None  # why a day that succeeded needs to run again, or the earlier days it reads do
-    late_inputs: tuple[date, ...] = ()  # earlier days it reads whose events arrived late: their rerun refreshes it
-    stale_itself: bool = False  # it needs a rerun of its own (not only of its late inputs)
+    # Earlier days it reads that need a run of their own (their events changed since, they were never run or
+    # their latest run failed), each with why: running them refreshes this day too.
+    stale_inputs: tuple[tuple[date, str], ...] = ()
+    stale_itself: bool = False  # it needs a rerun of its own (not only of its stale inputs)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class _DayRow:
     ever_succeeded: bool
     late_events: bool
     scores_stale_since: list[date] | None
+    scores_pruned_at: datetime | None
+    has_events: bool
+    first_success: date | None
 
 
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
@@ -54,39 +59,56 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
     reads_back = timedelta(days=DAILY_JOBS[job].reads_days_before)
     rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
         query("status.day_states"), {"job": job, "start": min(days) - reads_back, "end": max(days)}).fetchall()
-    late = sorted(row.day for row in rows if row.late_events)
+    rerun = sorted((row.day, why) for row in rows if (why := _needs_own_run(row)))
     wanted = set(days)
     states = {}
     for row in rows:
         if row.day in wanted:
             status = RunStatus(row.status) if row.status is not None else None
-            own_reason = _stale_reason(row.late_events, row.scores_stale_since)
-            late_inputs = tuple(d for d in late if row.day - reads_back <= d < row.day)
-            reason = "; ".join(r for r in (own_reason, _late_inputs_reason(late_inputs)) if r) or None
+            own_reason = _stale_reason(row.late_events, row.scores_stale_since, row.scores_pruned_at)
+            inputs = tuple((d, why) for d, why in rerun if row.day - reads_back <= d < row.day)
+            reason = "; ".join(r for r in (own_reason, _inputs_reason(inputs)) if r) or None
             states[row.day] = DayState(row.day, _state(status, row.ever_succeeded, reason), status, row.id,
-                                       row.ever_succeeded, reason, late_inputs, own_reason is not None)
+                                       row.ever_succeeded, reason, inputs, own_reason is not None)
     return states
 
 
-LATE_EVENTS = "events ingested after its latest successful run started"
+def _needs_own_run(row: _DayRow) -> str | None:
+    """Why a day that later days read must run again: its events changed since its latest success; or, from
+    the job's first success on, it has events and no success, or its latest run failed."""
+    if row.ever_succeeded and row.late_events:
+        return "events changed after that day's latest successful run read them"
+    if row.first_success is None or row.day < row.first_success or not row.has_events:
+        return None
+    if row.status == RunStatus.FAILED:
+        return "that day's latest run failed"
+    return None if row.ever_succeeded else "that day was never run"
 
 
-def _stale_reason(late_events: bool, scores_stale_since: list[date] | None) -> str | None:
+LATE_EVENTS = "its events changed after its latest successful run read them"
+
+
+def _stale_reason(late_events: bool, scores_stale_since: list[date] | None,
+                  scores_pruned_at: datetime | None) -> str | None:
     if late_events:
         return LATE_EVENTS
     if scores_stale_since is None:
         return None
+    if scores_pruned_at is not None:
+        return f"scores removed by `pulsecart prune` on {scores_pruned_at:%Y-%m-%d}: a rerun of the day rebuilds them"
     if not scores_stale_since:
         return "scores computed by an earlier pulsecart, by hand, or before a day they read was forgotten: what they were computed from is not known"
     changed = ", ".join(str(d) for d in scores_stale_since)
     return f"scores older than the counts of {changed}"
 
 
-def _late_inputs_reason(late_inputs: tuple[date, ...]) -> str | None:
-    if not late_inputs:
+def _inputs_reason(inputs: tuple[tuple[date, str], ...]) -> str | None:
+    if not inputs:
         return None
-    read = ", ".join(str(d) for d in late_inputs)
-    return f"reads {read}: events ingested after that day's latest successful run started"
+    reasons: dict[str, list[str]] = {}
+    for day, why in inputs:
+        reasons.setdefault(why, []).append(str(day))
+    return "; ".join(f"reads {', '.join(days)}: {why}" for why, days in reasons.items())
 
 
 def _state(latest_status: RunStatus | None, ever_succeeded: bool, stale_reason: str | None) -> DayStatus:
@@ -124,8 +146,8 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
                       DayStatus.STALE: state.stale_reason or "stale"}[state.state]
             wait = " --wait" if state.state == DayStatus.RUNNING else ""
             fix = f"pulsecart {job} --date {day}{wait}"
-            if state.state == DayStatus.STALE and state.late_inputs:  # rerunning its late inputs refreshes it
-                first, last = state.late_inputs[0], day if state.stale_itself else state.late_inputs[-1]
+            if state.state == DayStatus.STALE and state.stale_inputs:  # rerunning its inputs refreshes it
+                first, last = state.stale_inputs[0][0], day if state.stale_itself else state.stale_inputs[-1][0]
                 fix = f"pulsecart {job} --date {first}" if first == last else \
                     f"pulsecart {job} --window {first}..{last} --stale"
             found.append(Problem(job, day, state.state, reason, fix))

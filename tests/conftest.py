@@ -16,8 +16,9 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
-from pulsecart_cli import emulator, migrations
+from pulsecart_cli import database, emulator, migrations
 from pulsecart_cli.cli import app
+from tests.helpers import connect
 
 TEMPLATE_DB = "pulsecart_test_template"
 
@@ -54,7 +55,7 @@ def template_db(server_url):
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    with psycopg.connect(make_conninfo(server_url, dbname=TEMPLATE_DB), autocommit=True) as conn:
+    with database.connection(make_conninfo(server_url, dbname=TEMPLATE_DB)) as conn:
         migrations.migrate(conn)
     yield TEMPLATE_DB
     with psycopg.connect(server_url, autocommit=True) as admin:
@@ -93,7 +94,7 @@ def empty_db_url(new_database):
 
 @pytest.fixture
 def conn(db_url):
-    with psycopg.connect(db_url, autocommit=True) as connection:
+    with connect(db_url, autocommit=True) as connection:
         yield connection
 
 

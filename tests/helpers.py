@@ -13,9 +13,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pulsecart_cli import pubsub
+from pulsecart_cli import database, pubsub
 
 
 def run_pulsecart(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
@@ -26,7 +27,12 @@ def run_pulsecart(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, check=False, **kwargs)
 
 
-def insert_events(conn, rows, ingested_at=None):
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    """A connection that finds pulsecart's tables as pulsecart's own sessions do (its schema, then public)."""
+    return psycopg.connect(url, options=database.libpq_options(), **kwargs)
+
+
+def insert_events(conn, rows):
     """rows: (user_id, event_type, timestamp[, payload]). Returns the event ids."""
     ids = []
     with conn.cursor() as cur:
@@ -36,9 +42,8 @@ def insert_events(conn, rows, ingested_at=None):
             event_id = uuid.uuid4()
             ids.append(event_id)
             cur.execute(
-                "INSERT INTO events (event_id, user_id, event_type, timestamp, payload, ingested_at)"
-                " VALUES (%s, %s, %s, %s, %s, coalesce(%s, now()))",
-                (event_id, user_id, event_type, timestamp, json.dumps(payload), ingested_at),
+                "INSERT INTO events (event_id, user_id, event_type, timestamp, payload) VALUES (%s, %s, %s, %s, %s)",
+                (event_id, user_id, event_type, timestamp, json.dumps(payload)),
             )
     return ids
 

@@ -8,6 +8,7 @@ from pulsecart_cli.dates import days_between
 from tests.helpers import (
     FAIL_ON_MARCH_3,
     SLOW_METRICS,
+    connect,
     insert_events,
     interrupt_when_running,
     metrics_row,
@@ -59,7 +60,7 @@ def test_stale_picks_days_with_late_arriving_events(cli, conn):
 
     insert_events(conn, [("late", "order.placed", utc(2025, 3, 2, 23, 59), {"total": 5})])   # arrives now
     dry = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--dry-run")
-    assert dry.stdout.splitlines() == ["dry run: metrics would run 1 day(s), oldest first:", "  2025-03-02  stale: events ingested after its latest successful run started"]
+    assert dry.stdout.splitlines() == ["dry run: metrics would run 1 day(s), oldest first:", "  2025-03-02  stale: its events changed after its latest successful run read them"]
     result = cli("metrics", "--window", "2025-03-01..2025-03-03", "--stale", "--json")
     assert ran_days(result) == ["2025-03-02"]
     assert metrics_row(conn, date(2025, 3, 2))[0] == 2
@@ -79,7 +80,6 @@ def test_dry_run_changes_nothing(cli, conn):
 
 
 def test_window_equals_day_by_day(cli, conn, db_url, new_database):
-    import psycopg
 
     from pulsecart_cli.seed import SeedSpec, seed_events
 
@@ -88,13 +88,13 @@ def test_window_equals_day_by_day(cli, conn, db_url, new_database):
     assert cli("aggregate", "--window", "2025-02-20..2025-03-05").exit_code == 0
 
     other_url = new_database()
-    with psycopg.connect(other_url, autocommit=True) as other:
+    with connect(other_url, autocommit=True) as other:
         seed_events(other, spec)
     for day in days_between(date(2025, 2, 20), date(2025, 3, 5)):
         assert run_pulsecart("aggregate", "--date", str(day), "--database-url", other_url).returncode == 0
 
     def snapshot(url):
-        with psycopg.connect(url) as c:
+        with connect(url) as c:
             return (c.execute("SELECT date, user_id, event_type, event_count FROM event_aggregates ORDER BY 1, 2, 3"
                               ).fetchall(),
                     c.execute("SELECT as_of, user_id, score FROM personalization_score_history ORDER BY 1, 2"

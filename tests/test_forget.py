@@ -9,9 +9,16 @@ import sys
 import time
 from datetime import date, timedelta
 
-import psycopg
-
-from tests.helpers import all_history, history, insert_events, metrics_row, runs, scores_by_definition, utc
+from tests.helpers import (
+    all_history,
+    connect,
+    history,
+    insert_events,
+    metrics_row,
+    runs,
+    scores_by_definition,
+    utc,
+)
 
 FIRST = date(2025, 3, 1)
 WINDOW = f"{FIRST}..{FIRST + timedelta(days=7)}"
@@ -150,7 +157,7 @@ def test_a_connection_lost_as_the_forget_ends_leaves_data_and_ledger_agreeing(cl
     commits, the removal rolls back with it, so status never shows ✓ over a removed day."""
     week_of_events(conn)
     assert cli("aggregate", "--window", WINDOW).exit_code == 0
-    with psycopg.connect(db_url) as scores_lock, psycopg.connect(db_url) as row_lock:
+    with connect(db_url) as scores_lock, connect(db_url) as row_lock:
         scores_lock.execute("SELECT pg_advisory_xact_lock(aggregate_scores_lock_key())")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CTX_")}
         forget = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "forget", "aggregate", "--date", str(day(4))],

@@ -7,31 +7,30 @@ import sys
 import time
 from datetime import date
 
-import psycopg
 import pytest
 
 from pulsecart_cli import migrations
 from pulsecart_cli.seed import SeedSpec, seed_events
-from tests.helpers import run_pulsecart
+from tests.helpers import connect, run_pulsecart
 
-EXPECTED_TABLES = {
-    "events", "event_aggregates", "personalization_scores", "personalization_score_history", "aggregated_days",
-    "daily_metrics", "job_runs", "schema_migrations",
-}
+APP_TABLES = {"events", "event_aggregates", "personalization_scores", "daily_metrics"}
+PULSECART_TABLES = {"personalization_score_history", "aggregated_days", "job_runs", "schema_migrations",
+                    "dead_letter_quarantine", "event_changes", "event_change_totals", "seed_loads"}
 
 
-def tables(conn):
+def tables(conn, schema="public"):
     """Tables and views."""
-    rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()
+    rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))
     return {r[0] for r in rows}
 
 
 def test_migrate_fresh_then_rerun(empty_db_url, monkeypatch):
     result = run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url})
     assert result.returncode == 0, result.stderr
-    assert "applied 0001_initial" in result.stdout
-    with psycopg.connect(empty_db_url) as conn:
-        assert EXPECTED_TABLES <= tables(conn)
+    assert "applied 0001_pulsecart_schema" in result.stdout
+    with connect(empty_db_url) as conn:
+        assert tables(conn) == APP_TABLES                   # only the application's tables in public
+        assert tables(conn, "pulsecart") == PULSECART_TABLES
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == [m.version for m in migrations.available()]
 
@@ -41,21 +40,21 @@ def test_migrate_fresh_then_rerun(empty_db_url, monkeypatch):
 
     status = run_pulsecart("db", "status", env={"PULSECART_DATABASE_URL": empty_db_url})
     assert status.returncode == 0
-    assert "0001_initial  applied" in status.stdout
+    assert "0001_pulsecart_schema  applied" in status.stdout
     assert "pending" not in status.stdout
 
 
 def test_db_status_lists_pending_on_empty_database(empty_db_url):
     status = run_pulsecart("db", "status", "--database-url", empty_db_url)
     assert status.returncode == 0
-    assert "0001_initial  pending" in status.stdout
+    assert "0001_pulsecart_schema  pending" in status.stdout
 
 
 def test_job_on_unmigrated_database_says_how_to_fix(empty_db_url):
     result = run_pulsecart("aggregate", "--date", "2025-03-03", "--database-url", empty_db_url)
     assert result.returncode == 1
     pending = ", ".join(f"{m.version:04d}_{m.name}" for m in migrations.available())
-    assert pending.startswith("0001_initial, 0002_dead_letter_quarantine")
+    assert pending.startswith("0001_pulsecart_schema, 0002_event_change_tracking")
     assert result.stderr.strip() == (
         f"Error: the database schema is not migrated (pending: {pending}) (hint: run `pulsecart db migrate`)"
     )
@@ -76,7 +75,7 @@ def test_embedded_default_starts_once_and_is_managed_by_dev_db(tmp_path):
         first = run_pulsecart("db", "migrate", env=env)
         assert first.returncode == 0, first.stderr
         assert first.stderr.strip() == f"pulsecart: started the embedded PostgreSQL in {tmp_path / 'home' / 'pgdata'}"
-        assert "applied 0001_initial" in first.stdout
+        assert "applied 0001_pulsecart_schema" in first.stdout
 
         second = run_pulsecart("db", "migrate", env=env)
         assert second.returncode == 0
@@ -84,7 +83,7 @@ def test_embedded_default_starts_once_and_is_managed_by_dev_db(tmp_path):
         assert second.stdout.strip() == "schema is up to date"
 
         url = run_pulsecart("dev", "db", "url", env=env).stdout.strip()
-        with psycopg.connect(url) as conn:
+        with connect(url) as conn:
             assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
     finally:
         stop = run_pulsecart("dev", "db", "stop", env=env)
@@ -112,7 +111,7 @@ def test_a_signal_during_the_first_start_of_the_embedded_database_waits_for_it_t
         migrated = run_pulsecart("db", "migrate", env={"PULSECART_HOME": str(home), "PULSECART_DATABASE_URL": ""})
         assert migrated.returncode == 0, migrated.stderr
         url = run_pulsecart("dev", "db", "url", env={"PULSECART_HOME": str(home)}).stdout.strip()
-        with psycopg.connect(url) as conn:
+        with connect(url) as conn:
             assert conn.execute("SHOW shared_buffers").fetchone()[0] == "512MB"   # the first start's settings
     finally:
         run_pulsecart("dev", "db", "stop", env={"PULSECART_HOME": str(home)})
@@ -135,7 +134,7 @@ def _events_fingerprint(conn):
 def test_seed_is_deterministic(conn, new_database):
     spec = SeedSpec(start=date(2025, 3, 1), days=2, users=50, events_per_day=500, seed=7)
     seed_events(conn, spec)
-    with psycopg.connect(new_database(), autocommit=True) as other:
+    with connect(new_database(), autocommit=True) as other:
         seed_events(other, spec)
         assert _events_fingerprint(other) == _events_fingerprint(conn)
         other.execute("TRUNCATE events")
@@ -176,7 +175,7 @@ def test_seed_twice_with_same_seed_is_a_clear_error(cli):
     (["aggregate", "--date", "2025-03-01", "--bogus"], 2, "Error: No such option: --bogus"),
     (["aggregate"], 2, "Error: give exactly one of --date D or --window A..B"),
     (["aggregate", "--date", "2025-02-30"], 2,
-     "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+     "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday', 'today' or 'N days ago'"),
     (["metrics", "--window", "2025-03-05..2025-03-01"], 2,
      "Error: reversed window '2025-03-05..2025-03-01': 2025-03-05 is after 2025-03-01"),
     (["metrics", "--date", "2025-03-01", "--window", "2025-03-01..2025-03-02"], 2,

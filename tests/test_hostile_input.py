@@ -9,11 +9,10 @@ import json
 from datetime import date
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from pulsecart_cli import migrations
-from tests.helpers import insert_events, run_pulsecart, utc
+from tests.helpers import connect, insert_events, run_pulsecart, utc
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -147,7 +146,7 @@ BAD_INPUT = {
     "--publish-timeout infinite": (["reconcile", "--topic", "all", "--publish-timeout", "inf"], {},
                                    "Error: Invalid value for '--publish-timeout': "),
     "invalid date": (["aggregate", "--date", "2025-02-30"], {},
-                     "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+                     "Error: invalid --date '2025-02-30': expected YYYY-MM-DD, 'yesterday', 'today' or 'N days ago'"),
     "PULSECART_HOME is a file": (["runs"], {"PULSECART_HOME": "/etc/hostname", "PULSECART_DATABASE_URL": ""},
                                  "Error: PULSECART_HOME /etc/hostname cannot hold the embedded database"),
     "PULSECART_HOME cannot be made": (["runs"], {"PULSECART_HOME": "/proc/pulsecart", "PULSECART_DATABASE_URL": ""},
@@ -208,17 +207,20 @@ def test_every_command_refuses_a_schema_newer_than_it_knows(conn, db_url):
 
 def test_a_missing_version_in_the_middle_is_pending_not_newer(empty_db_url):
     """A database migrated by a branch without one of the versions gets it later, out of order."""
-    middle = next(m for m in migrations.available() if m.name == "metrics_hostile_totals")
+    middle = next(m for m in migrations.available() if m.name == "event_change_tracking")
     assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url}).returncode == 0
-    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+    with connect(empty_db_url, autocommit=True) as conn:
         conn.execute("DELETE FROM schema_migrations WHERE version = %s", (middle.version,))
-        conn.execute("DROP FUNCTION numeric_or_null(text)")
-        conn.execute("ALTER TABLE daily_metrics ALTER COLUMN abandonment_rate TYPE numeric(7, 2)")
+        conn.execute("DROP TABLE event_changes, event_change_totals")
+        conn.execute("DROP FUNCTION fold_event_changes(), event_changes_between(date, date)")
+        conn.execute("DROP SEQUENCE untracked_event_changes")
+        conn.execute("DROP FUNCTION note_event_change(), event_day_key(timestamptz) CASCADE")
     refused = run_pulsecart("runs", env={"PULSECART_DATABASE_URL": empty_db_url})
     assert_one_error_line(refused, 1, f"Error: the database schema is not migrated (pending: {middle.label})")
     result = run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"applied {middle.label}"
+    assert result.stdout.splitlines() == [f"applied {middle.label}", ("added change tracking to public.events "
+                                          "(triggers on 1 table(s), run in the writer's transaction)")]
 
 
 # --- checksums of applied migrations -----------------------------------------------------------------------
@@ -229,12 +231,12 @@ def test_checksums_are_stored_and_a_changed_file_is_reported(conn, db_url):
     conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
     status = run_pulsecart("db", "status", env={"PULSECART_DATABASE_URL": db_url})
     assert status.returncode == 0
-    assert "0001_initial  applied" in status.stdout and "(file changed since)" in status.stdout
+    assert "0001_pulsecart_schema  applied" in status.stdout and "(file changed since)" in status.stdout
     assert status.stdout.count("file changed") == 1
     migrate = run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": db_url})
     assert migrate.returncode == 0
     assert migrate.stdout.strip() == "schema is up to date"
-    assert migrate.stderr.strip() == "warning: 0001_initial.sql changed since it was applied (its checksum differs)"
+    assert migrate.stderr.strip() == "warning: 0001_pulsecart_schema.sql changed since it was applied (its checksum differs)"
 
 
 def test_a_ledger_from_before_checksums_is_upgraded(conn, db_url):

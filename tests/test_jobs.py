@@ -8,7 +8,6 @@ import time
 from datetime import date
 from decimal import Decimal
 
-import psycopg
 import pytest
 
 from pulsecart_cli.ledger import Invocation
@@ -21,6 +20,7 @@ from tests.helpers import (
     SLOW_METRICS,
     D,
     aggregates,
+    connect,
     history,
     insert_events,
     metrics_row,
@@ -248,7 +248,7 @@ def test_a_held_lock_exits_3_naming_the_running_run(cli, conn, db_url):
     run_id = conn.execute(
         "INSERT INTO job_runs (job, run_date, status, trigger, host, pid, version)"
         " VALUES ('aggregate', %s, 'running', 'airflow', 'worker-7', 4242, 'x') RETURNING id", (D,)).fetchone()[0]
-    with psycopg.connect(db_url, autocommit=True) as holder:
+    with connect(db_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)", lock_keys("aggregate", D, None))
         result = cli("aggregate", "--date", "2025-03-03")
         assert result.exit_code == 3

@@ -28,4 +28,4 @@ def test_wheel_ships_the_sql_and_runs_migrate(tmp_path, empty_db_url):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0].startswith(str(target))
-    assert "applied 0001_initial" in result.stdout
+    assert "applied 0001_pulsecart_schema" in result.stdout

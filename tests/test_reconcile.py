@@ -8,7 +8,7 @@ import pytest
 from pulsecart_cli import pubsub
 from pulsecart_cli.reconcile import Options, Reconciler, classify
 from pulsecart_cli.units import lock_keys
-from tests.helpers import PAIR, add_watcher, drain, event, publish_dead_letters
+from tests.helpers import PAIR, add_watcher, connect, drain, event, publish_dead_letters
 
 FAST = ("--pull-timeout", "1", "--publish-timeout", "5")
 
@@ -294,7 +294,7 @@ def test_reconcile_all_drains_every_topic_whose_lock_is_free(topology, cli, conn
     clients, watch = topology
     publish_dead_letters(clients, [(event(1), {}, ""), (b"not json", {}, ""), (event(2), {}, "")])
     busy = pubsub.TopicPair("user-actions").original
-    with psycopg.connect(db_url, autocommit=True) as holder:
+    with connect(db_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)", lock_keys("reconcile", None, busy))
         holder_pid = holder.info.backend_pid
         result = cli("reconcile", "--topic", "all", "--json", *FAST)

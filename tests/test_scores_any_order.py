@@ -9,15 +9,14 @@ import threading
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 
-import psycopg
 import pytest
 
 from pulsecart_cli.dates import days_between, today_utc
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.planning import Selection, choose_days
-from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.runner import DailyRequest, run_daily, run_daily_job
 from pulsecart_cli.status import day_states
-from tests.helpers import SLOW_THEN_FAIL_ON, run_pulsecart
+from tests.helpers import SLOW_THEN_FAIL_ON, connect, run_pulsecart
 
 FIRST = date(2025, 3, 1)
 ALL_DAYS = days_between(FIRST, FIRST + timedelta(days=20))   # three weeks
@@ -33,7 +32,7 @@ def random_events(rng: random.Random, days: list[date], per_day: int, users=USER
 
 
 def load_events(url: str, rows: list[tuple]) -> None:
-    with (psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur,
+    with (connect(url, autocommit=True) as conn, conn.cursor() as cur,
           cur.copy("COPY events (event_id, user_id, event_type, timestamp) FROM STDIN") as copy):
         for user, kind, at in rows:
             copy.write_row((uuid.uuid4(), user, kind, at))
@@ -41,7 +40,7 @@ def load_events(url: str, rows: list[tuple]) -> None:
 
 def results(url: str) -> dict:
     """Everything aggregate writes, without timestamps."""
-    with psycopg.connect(url) as conn:
+    with connect(url) as conn:
         return {
             "counts": set(conn.execute("SELECT date, user_id, event_type, event_count FROM event_aggregates")),
             "history": set(conn.execute("SELECT as_of, user_id, score FROM personalization_score_history")),
@@ -109,36 +108,74 @@ def random_runs(rng: random.Random, must_cover: set[date] = frozenset()) -> list
     return runs
 
 
+def final_events(url: str) -> list[tuple]:
+    with connect(url) as conn:
+        return conn.execute('SELECT user_id, event_type, "timestamp" FROM events').fetchall()
+
+
+def change_events(rng: random.Random, url: str, days: list[date]) -> None:
+    """Late events on the first day, deletes on the second, corrections (a view becomes an order, an event
+    moves to another day) on the third, each committed in a transaction of its own."""
+    late, deleted, corrected = days
+    load_events(url, random_events(rng, [late], per_day=10, users=[*USERS, "late-1", "late-2"]))
+    pick = ("SELECT event_id FROM events WHERE \"timestamp\" >= %(day)s::timestamptz"
+            " AND \"timestamp\" < %(day)s::timestamptz + interval '1 day' ORDER BY event_id OFFSET %(offset)s LIMIT 3")
+    with connect(url, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM events WHERE event_id IN ({pick})",  # noqa: S608 - constant SQL
+                     {"day": f"{deleted}T00:00Z", "offset": rng.randrange(10)})
+        conn.execute(f"UPDATE events SET event_type = 'order.placed' WHERE event_id IN ({pick})",  # noqa: S608
+                     {"day": f"{corrected}T00:00Z", "offset": rng.randrange(10)})
+        conn.execute(f"UPDATE events SET \"timestamp\" = \"timestamp\" + interval '1 day' WHERE event_id IN ({pick})",  # noqa: S608
+                     {"day": f"{corrected}T00:00Z", "offset": 20 + rng.randrange(10)})
+
+
+def reading_an_unrun_day(done: set[date]) -> set[date]:
+    """Days run whose scores read a day with events that never ran (from the first day run on): stale."""
+    first = min(done)
+    return {d for d in done if any(first <= x < d and x not in done for x in days_between(d - timedelta(days=6), d))}
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_any_runs_in_any_order_end_where_a_serial_window_ends(seed, new_database):
     """Random events over three weeks; random single days and windows run at once (threads and
-    processes); late events on random days; more random runs that include those days. Each stage must
-    end exactly where a serial window over the days run so far ends on the same events."""
+    processes); then late events, deletes and corrections on random days, and an insert whose transaction
+    straddles the next runs; more random runs that include the changed days, and `--stale`. Each stage
+    must end exactly where a serial window over the days run so far ends on the events as they are."""
     rng = random.Random(seed)
     url = new_database()
-    events = random_events(rng, ALL_DAYS, per_day=40)
-    load_events(url, events)
+    load_events(url, random_events(rng, ALL_DAYS, per_day=40))
 
     first = random_runs(rng)
     run_at_once(url, first, as_processes={0})
     done = {d for run in first for d in run}
-    assert differences(results(url), serial_window(new_database, events, done)) == {}, f"seed {seed}"
+    assert differences(results(url), serial_window(new_database, final_events(url), done)) == {}, f"seed {seed}"
 
-    late_days = set(rng.sample(sorted(done), k=min(3, len(done))))
-    late = random_events(rng, sorted(late_days), per_day=10, users=[*USERS, "late-1", "late-2"])
-    load_events(url, late)
-    events += late
-    with psycopg.connect(url, autocommit=True) as conn:
+    changed_days = rng.sample(sorted(done), k=3) if len(done) >= 3 else [*sorted(done)] * 3
+    change_events(rng, url, changed_days)
+    with connect(url, autocommit=True) as conn:
         stale = {day for day, _ in choose_days(conn, "aggregate", ALL_DAYS, Selection(stale=True))}
-    assert late_days <= stale, f"seed {seed}: status misses late days"
+    assert set(changed_days) <= stale, f"seed {seed}: status misses changed days"
 
-    second = random_runs(rng, must_cover=late_days)
-    run_at_once(url, second, as_processes={rng.randrange(len(second))})
+    straddled = rng.choice(sorted(done))
+    with connect(url) as straddler:   # its transaction opens before the runs and commits after them
+        straddler.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\")"
+                          " VALUES (%s, 'straddler', 'order.placed', %s)",
+                          (uuid.uuid4(), datetime.combine(straddled, time(12), UTC)))
+        second = random_runs(rng, must_cover=set(changed_days) | {straddled})
+        run_at_once(url, second, as_processes={rng.randrange(len(second))})
+        straddler.commit()
     done |= {d for run in second for d in run}
-    assert differences(results(url), serial_window(new_database, events, done)) == {}, f"seed {seed}"
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
+        assert straddled in {day for day, _ in choose_days(conn, "aggregate", ALL_DAYS, Selection(stale=True))}
+    report = run_daily(url, DailyRequest("aggregate", ALL_DAYS, INVOCATION, selection=Selection(stale=True)))
+    assert report.run is not None and report.run.ok, f"seed {seed}"
+    done |= {r.run_date for r in report.run.results if r.run_date}   # --stale also ran never-run days read
+    assert differences(results(url), serial_window(new_database, final_events(url), done)) == {}, f"seed {seed}"
+    with connect(url, autocommit=True) as conn:
         states = day_states(conn, "aggregate", sorted(done))
-    assert {day: s.state for day, s in states.items() if s.state != "succeeded"} == {}, f"seed {seed}"
+    not_fine = {day for day, s in states.items() if s.state != "succeeded"}
+    assert not_fine == reading_an_unrun_day(done), f"seed {seed}"
+    assert all("that day was never run" in states[d].stale_reason for d in not_fine)
 
 
 # --- the scenarios that broke, as regression tests ----------------------------------------------------
@@ -177,8 +214,8 @@ def test_late_events_then_stale_rerun_repair_every_later_as_of_day(week, new_dat
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
     stale = {d["date"]: d["reason"] for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"}
     assert list(stale) == [f"2025-03-0{n}" for n in range(4, 9)]    # the late day, and the days that read it
-    assert stale["2025-03-04"] == "events ingested after its latest successful run started"
-    assert stale["2025-03-08"] == "reads 2025-03-04: events ingested after that day's latest successful run started"
+    assert stale["2025-03-04"] == "its events changed after its latest successful run read them"
+    assert stale["2025-03-08"] == "reads 2025-03-04: events changed after that day's latest successful run read them"
 
     run = cli_json(url, "aggregate", "--window", "2025-03-01..2025-03-08", "--stale")
 
@@ -224,8 +261,8 @@ def test_a_day_stale_itself_and_through_an_earlier_late_day_gets_one_fix_for_bot
     check = run_pulsecart("status", "--job", "aggregate", "--end", "2025-03-08", "--days", "1", "--check", "--json",
                           env={"PULSECART_DATABASE_URL": url})
     [problem] = json.loads(check.stdout)["problems"]
-    assert problem["reason"] == ("events ingested after its latest successful run started; reads 2025-03-04: "
-                                 "events ingested after that day's latest successful run started")
+    assert problem["reason"] == ("its events changed after its latest successful run read them; reads 2025-03-04: "
+                                 "events changed after that day's latest successful run read them")
     assert problem["fix"] == "pulsecart aggregate --window 2025-03-04..2025-03-08 --stale"
 
     run_pulsecart(*problem["fix"].split()[1:], env={"PULSECART_DATABASE_URL": url})
@@ -269,20 +306,20 @@ def test_a_day_after_today_is_refused(job, selector, db_url):
     assert result.stderr.splitlines() == [
         (f"Error: {args[0]}: {tomorrow} is in the future (today is {today_utc()} UTC); "
         "a day can be processed from the day itself on")]
-    with psycopg.connect(db_url) as conn:
+    with connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM job_runs").fetchone()[0] == 0
 
 
 def test_current_scores_ignore_a_future_day_written_before_it_was_refused(week, new_database):
     url, _events = week
-    with psycopg.connect(url, autocommit=True) as conn:     # as an earlier pulsecart let a typo do
+    with connect(url, autocommit=True) as conn:     # as an earlier pulsecart let a typo do
         conn.execute("INSERT INTO aggregated_days (day, counts_version, scores_from) VALUES ('2052-03-08', 0, 0)")
     assert {as_of for as_of, _, _ in results(url)["current"]} == {date(2025, 3, 8)}
 
 
 def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_database):
     url, events = week
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute(SLOW_THEN_FAIL_ON.format(day="2025-03-06", seconds=0, fail="true"))
     late = [*late_orders(), ("new-on-6", "product.viewed", datetime(2025, 3, 6, 9, tzinfo=UTC))]
     load_events(url, late)
@@ -298,10 +335,10 @@ def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_da
     assert states["2025-03-06"][0] == "failed"
     for later in ("2025-03-07", "2025-03-08"):
         assert states[later] == ("stale", ("scores older than the counts of 2025-03-04; reads 2025-03-06: events "
-                                          "ingested after that day's latest successful run started"))
+                                          "changed after that day's latest successful run read them"))
     assert status["jobs"]["aggregate"]["fix"] == "pulsecart aggregate --window 2025-03-06..2025-03-08 --only-failed --stale"
 
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("DROP TRIGGER slow_day ON event_aggregates")
     fixed = cli_json(url, "aggregate", "--window", "2025-03-01..2025-03-08", "--only-failed", "--stale")
     assert [d["date"] for d in fixed["days"]] == ["2025-03-06", "2025-03-07", "2025-03-08"]
@@ -310,7 +347,7 @@ def test_status_marks_the_later_days_of_an_interrupted_window_stale(week, new_da
 
 def test_scores_of_unknown_origin_are_stale(week):
     url, _ = week
-    with psycopg.connect(url, autocommit=True) as conn:    # what migration 0005 records for earlier data
+    with connect(url, autocommit=True) as conn:    # what migration 0005 records for earlier data
         conn.execute("UPDATE aggregated_days SET scores_from = NULL WHERE day = '2025-03-02'")
     status = cli_json(url, "status", "--job", "aggregate", "--end", "2025-03-08", "--days", "8")
     stale = [(d["date"], d["reason"]) for d in status["jobs"]["aggregate"]["days"] if d["state"] == "stale"]
@@ -320,12 +357,12 @@ def test_scores_of_unknown_origin_are_stale(week):
 
 def test_a_run_waiting_for_another_runs_score_step_says_so_and_then_succeeds(db_url):
     load_events(db_url, random_events(random.Random(5), WEEK[:1], per_day=50))
-    with psycopg.connect(db_url) as holder:
+    with connect(db_url) as holder:
         holder.execute("SELECT pg_advisory_xact_lock(aggregate_scores_lock_key())")   # another run's score step
         process = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "aggregate", "--date", str(WEEK[0])],
                                    env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with psycopg.connect(db_url, autocommit=True) as watcher:
+        with connect(db_url, autocommit=True) as watcher:
             deadline = datetime.now(UTC) + timedelta(seconds=60)
             while not watcher.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
                                       ).fetchone()[0]:
@@ -345,7 +382,7 @@ def test_rescoring_a_day_the_statistics_have_not_seen_never_plans_a_nested_loop(
 
     url = new_database()
     load_events(url, random_events(random.Random(11), WEEK, per_day=3_000, users=[f"u{i}" for i in range(2_000)]))
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE personalization_score_history SET (autovacuum_enabled = false)")
         assert run_daily_job(url, "aggregate", WEEK[-2:], INVOCATION).ok
         conn.execute("ANALYZE personalization_score_history")

@@ -32,7 +32,7 @@ def test_failed_missing_and_stale_days_exit_5_each_with_its_fix(cli, conn, db_ur
 
     assert result.returncode == 5
     assert result.stdout.splitlines() == [
-        ("metrics 2025-03-02 stale: events ingested after its latest successful run started; "
+        ("metrics 2025-03-02 stale: its events changed after its latest successful run read them; "
         "fix: pulsecart metrics --date 2025-03-02"),
         (f"metrics 2025-03-03 failed: latest run {latest_run(conn, date(2025, 3, 3))} failed; "
         "fix: pulsecart metrics --date 2025-03-03"),

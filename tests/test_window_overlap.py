@@ -7,14 +7,15 @@ import json
 import uuid
 from datetime import date
 
-import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pulsecart_cli import grants
 from pulsecart_cli.units import lock_keys
 from tests.helpers import (
     SLOW_THEN_FAIL_ON,
     WINDOW,
+    connect,
     five_days_with_markers,
     has_marker,
     history,
@@ -76,7 +77,7 @@ def test_ctrl_c_rolls_back_both_days_in_flight(conn, db_url):
 
 def test_a_busy_day_exits_3_after_the_days_before_it(cli, conn, db_url):
     five_days_with_markers(conn)
-    with psycopg.connect(db_url, autocommit=True) as holder:
+    with connect(db_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)",
                        lock_keys("aggregate", date(2025, 3, 3), None))
         result = cli("aggregate", "--window", WINDOW)
@@ -94,8 +95,7 @@ def test_a_window_goes_on_with_one_connection_when_a_second_is_refused(conn, db_
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1 PASSWORD {}").format(
         sql.Identifier(role), sql.Literal(password)))
     try:
-        for grant in ("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}", "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {}"):
-            conn.execute(sql.SQL(grant).format(sql.Identifier(role)))
+        grants.grant(conn, role)
         result = run_pulsecart("aggregate", "--window", WINDOW, "--json",
                                env={"PULSECART_DATABASE_URL": make_conninfo(db_url, user=role, password=password)})
 

@@ -60,7 +60,9 @@ WITH stored AS NOT MATERIALIZED (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
-       (SELECT count(*) FROM inserted);
+       (SELECT count(*) FROM inserted),
+       -- D's change count in the snapshot that read D's events (see 0002_event_change_tracking.sql)
+       (SELECT changes FROM event_changes_between(%(day)s, %(day)s));
 
 -- name: try_lock_scores
 SELECT pg_try_advisory_xact_lock(aggregate_scores_lock_key());
@@ -176,3 +178,20 @@ WITH counts AS (
     WHERE day > %(day)s AND day <= %(day)s::date + 6 AND EXISTS (SELECT FROM counts)
 )
 SELECT (SELECT count(*) FROM counts), (SELECT count(*) FROM scores);
+
+-- name: prunable_days
+-- As-of days whose scores `prune` may remove: older than the cutoff, and not the day before the oldest kept
+-- one (the next day's scores carry forward from it), and never the current scores' day.
+SELECT day FROM aggregated_days
+WHERE day < %(cutoff)s::date - 1 AND scores_pruned_at IS NULL
+  AND day < coalesce((SELECT max(day) FROM aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date), 'infinity')
+ORDER BY day;
+
+-- name: prune_day
+-- Under the scores lock: the scores as of D go; D's record says so (scores_from NULL: a rerun rebuilds them).
+WITH removed AS (
+    DELETE FROM personalization_score_history WHERE as_of = %(day)s RETURNING 1
+), record AS (
+    UPDATE aggregated_days SET scores_from = NULL, scores_pruned_at = now() WHERE day = %(day)s
+)
+SELECT count(*) FROM removed;

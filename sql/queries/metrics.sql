@@ -2,6 +2,8 @@
 -- One row per UTC day. Order totals that are missing, not a number, or beyond what numeric holds
 -- are left out of revenue and counted in invalid_order_totals. A short total without an exponent
 -- always fits numeric, so only the others pay for numeric_or_null's error handling.
+-- Returns the day's change count in the snapshot that read its events (0002_event_change_tracking.sql).
+WITH written AS (
 INSERT INTO daily_metrics (date, orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals)
 SELECT %(day)s::date,
        count(*) FILTER (WHERE event_type = 'order.placed'),
@@ -29,7 +31,9 @@ ON CONFLICT (date) DO UPDATE SET
     abandonment_rate     = EXCLUDED.abandonment_rate,
     revenue              = EXCLUDED.revenue,
     invalid_order_totals = EXCLUDED.invalid_order_totals
-RETURNING orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals;
+RETURNING orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals
+)
+SELECT written.*, (SELECT changes FROM event_changes_between(%(day)s, %(day)s)) FROM written;
 
 -- name: forget_day
 WITH removed AS (DELETE FROM daily_metrics WHERE date = %(day)s RETURNING 1)

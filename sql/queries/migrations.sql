@@ -1,5 +1,15 @@
 -- name: ledger_exists
-SELECT to_regclass('schema_migrations');
+-- In pulsecart's schema only: a public.schema_migrations may be another tool's (Rails') or an earlier pulsecart's.
+SELECT to_regclass(format('%%I.schema_migrations', %(schema)s::text));
+
+-- name: public_ledger_shape
+-- Whether public holds an earlier pulsecart's job_runs and a schema_migrations with its columns.
+SELECT to_regclass('public.job_runs') IS NOT NULL
+       AND (SELECT count(*) FROM pg_attribute
+            WHERE attrelid = to_regclass('public.schema_migrations') AND attname IN ('version', 'name')) = 2;
+
+-- name: public_ledger_first
+SELECT name FROM public.schema_migrations ORDER BY version LIMIT 1;
 
 -- name: create_ledger
 -- checksum: sha256 of the migration file as applied; ledgers from before checksums get the column here.

@@ -1,7 +1,8 @@
--- name: keepalives
--- TCP keepalives on the server's side of the connection: a client whose machine is lost is noticed
--- (ignored on Unix sockets).
-SELECT set_config('tcp_keepalives_idle', %(idle)s, false),
+-- name: setup
+-- pulsecart's schema first, then the application's (public). TCP keepalives on the server's side of the
+-- connection: a client whose machine is lost is noticed (ignored on Unix sockets).
+SELECT set_config('search_path', %(search_path)s, false),
+       set_config('tcp_keepalives_idle', %(idle)s, false),
        set_config('tcp_keepalives_interval', %(interval)s, false),
        set_config('tcp_keepalives_count', %(count)s, false);
 

@@ -1,8 +1,9 @@
 -- name: day_states
--- Per day of [start, end]: the latest run's status, whether any run succeeded, whether an event of that
--- day was ingested after the latest successful run started (a late arrival it may have missed), and,
--- for aggregate, whether the scores as of the day are stale: NULL when fresh, else the days among
--- D-6 .. D whose counts changed since the scores were computed ('{}' when that is not known).
+-- Per day of [start, end]: the latest run's status, whether any run succeeded, whether D's events changed
+-- since the latest successful run read them (its details' event_changes_seen against D's change count now:
+-- 0002_event_change_tracking.sql), and, for aggregate, whether the scores as of the day are stale: NULL
+-- when fresh, else the days among D-6 .. D whose counts changed since the scores were computed ('{}' when
+-- that is not known), when `prune` removed them, and whether the day has any events.
 WITH days AS (
     SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
 ), latest AS (
@@ -15,24 +16,19 @@ WITH days AS (
     ORDER BY run_date, id DESC
 ), last_success AS (
     -- A success counts until the day's results are forgotten (pulsecart forget) after it.
-    SELECT run_date, max(started_at) AS started_at
+    SELECT DISTINCT ON (run_date) run_date, coalesce((details ->> 'event_changes_seen')::bigint, 0) AS changes_seen
     FROM job_runs r
     WHERE job = %(job)s AND status = 'succeeded' AND run_date BETWEEN %(start)s AND %(end)s
       AND NOT EXISTS (SELECT FROM job_runs f WHERE f.job = r.job AND f.run_date = r.run_date
                                               AND f.status = 'forgotten' AND f.id > r.id)
-    GROUP BY run_date
+    ORDER BY run_date, id DESC
 )
 SELECT days.day,
        latest.status,
        latest.id,
-       last_success.started_at IS NOT NULL AS ever_succeeded,
-       last_success.started_at IS NOT NULL AND EXISTS (
-           SELECT 1 FROM events e
-           WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
-             AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC'
-             AND e.ingested_at > last_success.started_at
-       ) AS late_events,
-       CASE WHEN %(job)s = 'aggregate' AND last_success.started_at IS NOT NULL THEN (
+       last_success.run_date IS NOT NULL AS ever_succeeded,
+       last_success.run_date IS NOT NULL AND changed.changes > last_success.changes_seen AS late_events,
+       CASE WHEN %(job)s = 'aggregate' AND last_success.run_date IS NOT NULL THEN (
            SELECT CASE WHEN a.scores_from IS NULL THEN '{}'::date[]
                        ELSE nullif(array(SELECT c.day FROM aggregated_days c
                                          WHERE c.day BETWEEN a.day - 6 AND a.day
@@ -40,8 +36,16 @@ SELECT days.day,
                                          ORDER BY c.day), '{}') END
            FROM (SELECT days.day) AS wanted
            LEFT JOIN aggregated_days a ON a.day = wanted.day
-       ) END AS scores_stale_since
+       ) END AS scores_stale_since,
+       (SELECT a.scores_pruned_at FROM aggregated_days a WHERE a.day = days.day AND %(job)s = 'aggregate')
+           AS scores_pruned_at,
+       -- one index probe a day: an input day that has events and no success leaves the days reading it wrong
+       EXISTS (SELECT FROM events e
+               WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
+                 AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC') AS has_events,
+       (SELECT min(run_date) FROM job_runs WHERE job = %(job)s AND status = 'succeeded') AS first_success
 FROM days
+JOIN event_changes_between(%(start)s, %(end)s) AS changed ON changed.day = days.day
 LEFT JOIN latest ON latest.run_date = days.day
 LEFT JOIN last_success ON last_success.run_date = days.day
 ORDER BY days.day;

@@ -10,11 +10,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from pulsecart_cli import units
-from tests.helpers import body, insert_events, utc
+from tests.helpers import body, connect, insert_events, utc
 
 UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
 RETRY_POLICY = str(Path(__file__).parent / "retry_policy")
@@ -85,7 +84,7 @@ def test_a_job_that_succeeds_on_retry_sends_no_email(airflow, airflow_home, conn
     insert_events(conn, [("a", "order.placed", utc(2025, 4, 1, 12), {"total": 3.0}),
                          ("b", "product.viewed", utc(2025, 4, 2, 0, 45))])
     metadata = Path(airflow_home["AIRFLOW_HOME"]) / "airflow.db"
-    holder = psycopg.connect(db_url, autocommit=True)
+    holder = connect(db_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%(job_key)s, %(unit_key)s)",
                    units.lock_keys("metrics", date(2025, 4, 1), None))
     retried = threading.Event()

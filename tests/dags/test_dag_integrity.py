@@ -68,12 +68,15 @@ def test_every_task_has_an_execution_timeout(dagbag):
 
 
 @pytest.mark.parametrize("job", DAILY)
-def test_daily_jobs_wait_for_complete_data_first(dagbag, job):
+def test_daily_jobs_wait_for_complete_data_first_then_heal(dagbag, job):
     dag = dagbag.dags[SCHEDULED[job].dag_id]
-    [job_task] = set(dag.task_ids) - {"wait_for_prior_day_events"}
-    assert set(dag.task_ids) == {"wait_for_prior_day_events", job_task}
+    [job_task] = dag.get_task("wait_for_prior_day_events").downstream_task_ids
+    heal = dag.get_task(f"heal_{job}")
+    assert heal.upstream_task_ids == {job_task} and heal.trigger_rule == "all_success"
+    assert "--stale --only-failed --keep-going" in heal.bash_command and "'backfill'" in heal.bash_command
+    assert set(dag.task_ids) - {"wait_for_prior_day_events", job_task, heal.task_id} == (
+        {"prune_score_history"} if job == "aggregate" else set())
     sensor = dag.get_task("wait_for_prior_day_events")
-    assert dag.get_task(job_task).upstream_task_ids == {"wait_for_prior_day_events"}
     from airflow.providers.standard.sensors.bash import BashSensor
 
     assert isinstance(sensor, BashSensor)

@@ -122,3 +122,38 @@ def test_dags_test_reconciles_every_topic_on_the_emulator(airflow, conn, cli, gc
     assert sorted(json.loads(m.data)["event_id"] for m in drain(clients, watch)) == ["e1", "e2"]
     assert conn.execute("SELECT data, reason FROM dead_letter_quarantine").fetchall() == [(b"not json {", "not JSON")]
     assert smtp_sink.messages == []
+
+
+def test_the_heal_task_renders_the_last_30_days_and_nothing_in_a_backfill(airflow):
+    props = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "heal_aggregate",
+                             "2025-03-04T02:00:00+00:00"))
+    assert props["bash_command"].endswith(
+        "-m pulsecart_cli aggregate --window 2025-02-02..2025-03-03 --stale --only-failed --keep-going")
+    shorter = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "heal_metrics", "2025-03-04T03:00:00+00:00",
+                               extra_env={"AIRFLOW_VAR_PULSECART_HEAL_DAYS": "7"}))
+    assert shorter["bash_command"].endswith("metrics --window 2025-02-25..2025-03-03 --stale --only-failed --keep-going")
+    prune = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "prune_score_history",
+                             "2025-03-04T02:00:00+00:00"))
+    assert prune["bash_command"].endswith("-m pulsecart_cli prune --keep-days 400")
+
+
+def test_the_next_nightly_runs_heal_a_day_whose_events_changed_after_its_run(airflow, conn, cli):
+    """Late events of D-3 arrive after its run (a reconciled dead letter, say): the next scheduled runs of
+    both daily DAGs repair D-3's metrics and the scores that read it, with no command typed by hand."""
+    insert_events(conn, [(f"u{d}", "order.placed", utc(2025, 3, d, 12), {"total": 10}) for d in range(1, 6)]
+                  + [("next", "product.viewed", utc(2025, 3, 6, 1))])
+    for job in ("aggregate", "metrics"):
+        assert cli(job, "--window", "2025-03-01..2025-03-04").exit_code == 0
+    insert_events(conn, [("late", "order.placed", utc(2025, 3, 2, 23), {"total": 5})])   # D-3 of the 03-06 runs
+    assert cli("status", "--check", "--end", "2025-03-04", "--days", "4").exit_code == 5
+
+    for dag_id in ("pulsecart_nightly_aggregation", "pulsecart_daily_metrics"):   # keep 2025's scores today
+        result = airflow("dags", "test", dag_id, "2025-03-06", extra_env={"AIRFLOW_VAR_PULSECART_KEEP_DAYS": "100000"})
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    check = cli("status", "--check", "--end", "2025-03-05", "--days", "5")
+    assert check.exit_code == 0, check.output
+    assert conn.execute("SELECT orders_placed, revenue FROM daily_metrics WHERE date = '2025-03-02'").fetchone() == (2, 15)
+    assert conn.execute("SELECT score FROM personalization_scores WHERE user_id = 'late'").fetchone() == (10,)
+    healed = conn.execute("SELECT job, run_date FROM job_runs WHERE trigger = 'airflow' ORDER BY id").fetchall()
+    assert healed == [("aggregate", date(2025, 3, 5)), ("aggregate", date(2025, 3, 2)),
+                      ("metrics", date(2025, 3, 5)), ("metrics", date(2025, 3, 2))]

@@ -22,11 +22,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psutil
-import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.helpers import AIRFLOW, DAGS, airflow_uri, body
+from tests.helpers import AIRFLOW, DAGS, airflow_uri, body, connect
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +127,7 @@ class Deployment:
         return text[-12000:]
 
     def query(self, sql: str, params=()) -> list:
-        with psycopg.connect(self.metadata, autocommit=True) as conn:
+        with connect(self.metadata, autocommit=True) as conn:
             return conn.execute(sql, params).fetchall()
 
     def wait(self, what: str, ready, timeout: float, interval: float = 1.0):
@@ -193,13 +192,13 @@ def pulsecart(url: str, *args) -> str:
 
 def contents(url: str, table: str, where: str = "") -> Counter:
     """Every row of a table, without its timestamp columns (computed_at and the like)."""
-    with psycopg.connect(url) as conn:
-        columns = [name for name, kind in conn.execute(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = 'public' AND table_name = %s ORDER BY ordinal_position", (table,))
+    with connect(url) as conn:
+        columns = [name for name, kind in conn.execute(   # of the table pulsecart's search_path finds
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,))
             if not kind.startswith("timestamp")]
         assert columns, table
-        # Names from information_schema and the test's own filters; no values.
+        # Names from the catalog and the test's own filters; no values.
         rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} {where}").fetchall()  # noqa: S608
     return Counter(rows)
 
@@ -314,7 +313,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
         (dag_id, run_id) for dag_id, run_ids in expected_run_ids.items() for run_id in run_ids}
     assert {state for *_, state in runs} == {"success"}, runs
 
-    with psycopg.connect(db_url) as conn:
+    with connect(db_url) as conn:
         ledger = conn.execute("SELECT job, run_date, status, trigger, airflow_run_id FROM job_runs"
                               " WHERE run_date BETWEEN %s AND %s ORDER BY job, run_date", (FIRST, LAST)).fetchall()
         outside = conn.execute("SELECT job, run_date, airflow_run_id FROM job_runs"
@@ -328,7 +327,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     assert sorted(deployment.query("SELECT dag_id, state FROM dag_run WHERE run_type = 'scheduled'")) == [
         (dag_id, "running") for dag_id in sorted(DAILY_DAGS)]
 
-    with psycopg.connect(db_url) as conn:   # how parallel it was (reported, not asserted: timing varies)
+    with connect(db_url) as conn:   # how parallel it was (reported, not asserted: timing varies)
         overlapping = conn.execute(
             "SELECT max(n) FROM (SELECT count(*) AS n FROM job_runs a JOIN job_runs b ON a.job = b.job"
             " AND b.started_at < a.finished_at AND b.finished_at > a.started_at"
@@ -349,7 +348,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
     def rerun_done():
-        with psycopg.connect(db_url) as conn:
+        with connect(db_url) as conn:
             return conn.execute("SELECT count(*) FROM job_runs WHERE job = 'aggregate' AND run_date = %s"
                                 " AND status = 'succeeded' AND id > (SELECT max(id) FROM job_runs WHERE status = 'forgotten')",
                                 (again,)).fetchone()[0] == 1

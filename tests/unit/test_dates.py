@@ -34,6 +34,8 @@ def today(monkeypatch):
     (parse_day, " 2025-03-01 ", date(2025, 3, 1)),
     (parse_day, "today", TODAY),
     (parse_day, "Yesterday", TODAY - timedelta(days=1)),
+    (parse_day, "30 days ago", TODAY - timedelta(days=30)),
+    (parse_day, " 1  day ago", TODAY - timedelta(days=1)),
     (parse_day, str(FIRST_DAY), FIRST_DAY),
     (parse_day, str(LAST_DAY), LAST_DAY),
     (parse_duration, "0", timedelta(0)),
@@ -50,14 +52,14 @@ def test_parses(today, parse, text, expected):
     assert parse(text) == expected
 
 
-BAD_DAY = "invalid --date {!r}: expected YYYY-MM-DD, 'yesterday' or 'today'"
+BAD_DAY = "invalid --date {!r}: expected YYYY-MM-DD, 'yesterday', 'today' or 'N days ago'"
 DAY_OUT_OF_RANGE = "--date {} is out of range: expected a day from 0002-01-01 to 9998-12-31"
 BAD_DURATION = "invalid --grace {!r}: expected e.g. 30m, 2h, 45s or 1h30m"
 DURATION_OUT_OF_RANGE = "--grace {!r} is out of range: expected at most 720h (30 days)"
 
 
 @pytest.mark.parametrize(("parse", "text", "message"), [
-    *[(parse_day, text, BAD_DAY) for text in ("2025-02-29", "2025-3-1", "20250301", "")],
+    *[(parse_day, text, BAD_DAY) for text in ("2025-02-29", "2025-3-1", "20250301", "", "-3 days ago", "3 days")],
     *[(parse_day, text, DAY_OUT_OF_RANGE) for text in ("0001-01-01", "9999-12-31")],
     *[(parse_duration, text, BAD_DURATION) for text in ("", "30", "1d", "30m2h", "-5m")],
     *[(parse_duration, text, DURATION_OUT_OF_RANGE) for text in ("721h", "9" * 5000 + "s")],
@@ -79,7 +81,7 @@ def test_parse_window_is_every_day_oldest_first():
     ("2025-03-01", "invalid window '2025-03-01': expected A..B, e.g. 2025-03-01..2025-03-07"),
     ("2025-03-01..", "invalid window '2025-03-01..': expected A..B, e.g. 2025-03-01..2025-03-07"),
     ("2025-03-02..2025-03-01", "reversed window '2025-03-02..2025-03-01': 2025-03-02 is after 2025-03-01"),
-    ("2025-03-01..soon", "invalid --window 'soon': expected YYYY-MM-DD, 'yesterday' or 'today'"),
+    ("2025-03-01..soon", "invalid --window 'soon': expected YYYY-MM-DD, 'yesterday', 'today' or 'N days ago'"),
 ])
 def test_a_bad_window_is_a_usage_error(text, message):
     with pytest.raises(UsageError, match="^" + message.replace(".", r"\.") + "$"):
