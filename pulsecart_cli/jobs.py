@@ -55,6 +55,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
         scored_users, from_previous, history_written = _score(conn, day)
     refreshed, rescored_rows = _rescore_later_days(conn, day, context)
     history_written += rescored_rows
+    unaggregated = [str(row[0]) for row in conn.execute(query("aggregate.unaggregated_inputs"), params)]
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
     return Outcome(
         rows=aggregate_rows,
@@ -64,6 +65,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
                  "scores_refreshed": [str(d) for d in refreshed],
                  "current_scores_as_of": str(current_as_of) if current_as_of else None,
                  "current_scores_updated": current_as_of is not None and (current_as_of == day or current_as_of in refreshed),
+                 "scores_read_unaggregated_days": unaggregated,
                  EVENT_CHANGES_SEEN: changes_seen},
     )
 

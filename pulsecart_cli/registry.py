@@ -41,6 +41,11 @@ class DailyJob:
 def _aggregate_summary(d: dict) -> str:
     kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
     note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
+    unaggregated = d.get("scores_read_unaggregated_days")
+    if unaggregated:
+        which = "which has events and was" if len(unaggregated) == 1 else "which have events and were"
+        note += (f"; [yellow]its scores read {', '.join(unaggregated)}, {which} never aggregated: "
+                 f"pulsecart aggregate --date {unaggregated[0]} fills it and rescores this day[/]")
     return note + _rescored(d)
 
 

@@ -160,6 +160,17 @@ WITH stored AS NOT MATERIALIZED (
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
        (SELECT count(*) FROM inserted);
 
+-- name: unaggregated_inputs
+-- The days among D-6 .. D-1 that D's scores read but that hold events and were never aggregated (from the
+-- first aggregated day on: the history before pulsecart is left alone): D's scores leave their events out.
+SELECT d::date
+FROM generate_series(%(day)s::date - 6, %(day)s::date - 1, interval '1 day') AS d
+WHERE d >= (SELECT min(day) FROM aggregated_days)
+  AND NOT EXISTS (SELECT FROM aggregated_days a WHERE a.day = d::date)
+  AND EXISTS (SELECT FROM events e WHERE e."timestamp" >= d::timestamp AT TIME ZONE 'UTC'
+                                     AND e."timestamp" < (d + interval '1 day')::timestamp AT TIME ZONE 'UTC')
+ORDER BY 1;
+
 -- name: current_as_of
 -- The day personalization_scores (a view) shows: the newest aggregated day that is not in the future.
 SELECT max(day) FROM aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date;

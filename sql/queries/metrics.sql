@@ -1,7 +1,6 @@
 -- name: replace_day
--- One row per UTC day. Order totals that are missing, not a number, or beyond what numeric holds
--- are left out of revenue and counted in invalid_order_totals. A short total without an exponent
--- always fits numeric, so only the others pay for numeric_or_null's error handling.
+-- One row per UTC day. Order totals that are missing, not a valid total (order_total(), migration 0004),
+-- or beyond what numeric holds are left out of revenue and counted in invalid_order_totals.
 -- Returns the day's change count in the snapshot that read its events (0002_event_change_tracking.sql).
 WITH written AS (
 INSERT INTO daily_metrics (date, orders_placed, carts_abandoned, abandonment_rate, revenue, invalid_order_totals)
@@ -14,11 +13,7 @@ SELECT %(day)s::date,
        count(*) FILTER (WHERE event_type = 'order.placed' AND total IS NULL)
 FROM (
     SELECT event_type,
-           CASE WHEN total_text ~ '^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$' THEN
-               CASE WHEN length(total_text) <= 30 AND total_text !~ '[eE]' THEN total_text::numeric
-                    ELSE numeric_or_null(total_text)
-               END
-           END AS total
+           order_total(total_text) AS total
     FROM (
         SELECT event_type, CASE WHEN event_type = 'order.placed' THEN payload ->> 'total' END AS total_text
         FROM events
