@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEMO_HOME := $(CURDIR)/.pulsecart/demo
+DEMO_HOME := $(CURDIR)/.pulsecart
 DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
 
 .DEFAULT_GOAL := help
@@ -27,15 +27,16 @@ install: $(VENV)/.installed  ## Create .venv and install pulsecart
 
 install-dev: $(VENV)/.installed-dev  ## Create .venv and install pulsecart with the dev extras (Airflow, pytest, ruff, mypy)
 
-demo: install  ## Seed a week into a fresh embedded database and run the jobs over it
+demo: install  ## Seed the week that ended yesterday into a fresh embedded database (./.pulsecart) and run the jobs
 	-@$(DEMO) dev db stop >/dev/null 2>&1
-	@rm -rf $(DEMO_HOME) && mkdir -p $(DEMO_HOME)
+	@rm -rf $(DEMO_HOME)/pgdata
 	$(DEMO) db migrate
-	$(DEMO) seed --start 2025-03-01 --days 7 --users 2000 --events-per-day 20000 --seed 42
-	$(DEMO) aggregate --window 2025-03-01..2025-03-07
-	$(DEMO) metrics --window 2025-03-01..2025-03-07
-	$(DEMO) status --end 2025-03-07 --days 7
-	@echo "The demo database keeps running: PULSECART_HOME=$(DEMO_HOME) $(BIN)/pulsecart dev db stop"
+	$(DEMO) seed --start "7 days ago" --days 7 --users 2000 --events-per-day 20000 --seed 42
+	$(DEMO) aggregate --window "7 days ago..yesterday"
+	$(DEMO) metrics --window "7 days ago..yesterday"
+	$(DEMO) status
+	@echo "The demo database keeps running in $(DEMO_HOME): try $(BIN)/pulsecart status, $(BIN)/pulsecart runs;"
+	@echo "stop it with $(BIN)/pulsecart dev db stop"
 
 test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Airflow)
 	$(BIN)/python -m pytest
@@ -51,6 +52,5 @@ lint: install-dev  ## Lint with ruff, type-check pulsecart_cli and dags with myp
 	$(BIN)/mypy
 
 clean:  ## Remove the venv and local state
-	-@PULSECART_HOME=$(CURDIR)/.pulsecart $(BIN)/pulsecart dev db stop >/dev/null 2>&1
 	-@$(DEMO) dev db stop >/dev/null 2>&1
 	rm -rf $(VENV) .pulsecart build *.egg-info

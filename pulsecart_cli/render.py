@@ -217,7 +217,8 @@ def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable
 
 
 STATE_MARKS = {DayStatus.SUCCEEDED: ("✓", "green"), DayStatus.FAILED: ("✗", "bold red"),
-               DayStatus.MISSING: ("·", "dim"), DayStatus.STALE: ("~", "yellow"), DayStatus.RUNNING: ("▶", "cyan")}
+               DayStatus.MISSING: ("·", "dim"), DayStatus.STALE: ("~", "yellow"), DayStatus.RUNNING: ("▶", "cyan"),
+               DayStatus.BEFORE_EVENTS: (" ", "dim")}
 # The selector that picks each kind of gap, in the order `status` suggests them.
 GAP_FLAGS = {DayStatus.MISSING: "--only-missing", DayStatus.FAILED: "--only-failed", DayStatus.STALE: "--stale"}
 

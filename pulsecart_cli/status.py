@@ -22,6 +22,7 @@ class DayStatus(StrEnum):
     MISSING = "missing"  # no run of it ever succeeded
     STALE = "stale"  # succeeded, but its result no longer reflects the data (``DayState.stale_reason``)
     RUNNING = "running"
+    BEFORE_EVENTS = "before events"  # never run, and before the first event of the table: nothing to do
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class _DayRow:
     scores_pruned_at: datetime | None
     has_events: bool
     first_success: date | None
+    first_event: datetime | None
 
 
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
@@ -68,9 +70,17 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
             own_reason = _stale_reason(row.late_events, row.scores_stale_since, row.scores_pruned_at)
             inputs = tuple((d, why) for d, why in rerun if row.day - reads_back <= d < row.day)
             reason = "; ".join(r for r in (own_reason, _inputs_reason(inputs)) if r) or None
-            states[row.day] = DayState(row.day, _state(status, row.ever_succeeded, reason), status, row.id,
-                                       row.ever_succeeded, reason, inputs, own_reason is not None)
+            state = _state(status, row.ever_succeeded, reason)
+            if state == DayStatus.MISSING and status is None and _before(row.day, row.first_event):
+                state = DayStatus.BEFORE_EVENTS
+            states[row.day] = DayState(row.day, state, status, row.id, row.ever_succeeded, reason, inputs,
+                                       own_reason is not None)
     return states
+
+
+def _before(day: date, first_event: datetime | None) -> bool:
+    """The day ends before the events table's first event (or the table is empty): the history has not begun."""
+    return first_event is None or day_bounds(day)[1] <= first_event
 
 
 def _needs_own_run(row: _DayRow) -> str | None:
@@ -137,7 +147,7 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
     found = []
     for job, states in states_by_job.items():
         for day, state in sorted(states.items()):
-            if state.state == DayStatus.SUCCEEDED:
+            if state.state in (DayStatus.SUCCEEDED, DayStatus.BEFORE_EVENTS):
                 continue
             forgotten = state.latest_status == RunStatus.FORGOTTEN
             reason = {DayStatus.MISSING: f"forgotten by run {state.latest_run_id}" if forgotten else "no successful run",

@@ -48,6 +48,11 @@ def insert_events(conn, rows):
     return ids
 
 
+def history_begins(conn, day: date = date(2025, 2, 1)) -> None:
+    """One event on ``day``: the days after it are in the history (never run: missing), not before it."""
+    insert_events(conn, [("history-begins", "product.viewed", datetime.combine(day, datetime.min.time(), UTC))])
+
+
 def utc(*parts) -> datetime:
     return datetime(*parts, tzinfo=UTC)
 

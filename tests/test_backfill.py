@@ -9,6 +9,7 @@ from tests.helpers import (
     FAIL_ON_MARCH_3,
     SLOW_METRICS,
     connect,
+    history_begins,
     insert_events,
     interrupt_when_running,
     metrics_row,
@@ -33,6 +34,7 @@ def test_default_runs_every_day_oldest_first(cli):
 
 
 def test_only_missing_picks_days_without_a_success(cli, conn):
+    history_begins(conn)
     assert cli("metrics", "--date", "2025-03-02").exit_code == 0
     conn.execute(FAIL_ON_MARCH_3)
     assert cli("metrics", "--date", "2025-03-03").exit_code == 1   # failed: still missing
@@ -148,6 +150,7 @@ def test_check_complete_on_an_empty_table_waits(cli):
 
 
 def test_status_grid_shows_every_state_and_the_fix(cli, conn):
+    history_begins(conn)
     insert_events(conn, [("a", "order.placed", utc(2025, 3, 2, 12), {"total": 1})])
     for day in ("2025-03-01", "2025-03-02"):
         assert cli("metrics", "--date", day).exit_code == 0
@@ -163,7 +166,7 @@ def test_status_grid_shows_every_state_and_the_fix(cli, conn):
     assert [(d["date"], d["state"]) for d in job["days"]] == [
         ("2025-02-28", "missing"), ("2025-03-01", "succeeded"), ("2025-03-02", "stale"),
         ("2025-03-03", "failed"), ("2025-03-04", "missing"), ("2025-03-05", "running")]
-    assert job["counts"] == {"succeeded": 1, "failed": 1, "missing": 2, "stale": 1, "running": 1}
+    assert job["counts"] == {"succeeded": 1, "failed": 1, "missing": 2, "stale": 1, "running": 1, "before events": 0}
     assert job["fix"] == "pulsecart metrics --window 2025-02-28..2025-03-04 --only-missing --only-failed --stale"
 
     text = cli("status", "--job", "metrics", "--end", "2025-03-05", "--days", "6")
@@ -204,7 +207,8 @@ def counting_connections(monkeypatch) -> dict[str, int]:
     return counts
 
 
-def test_a_run_opens_one_connection_and_checks_the_migrations_once(db_url, monkeypatch):
+def test_a_run_opens_one_connection_and_checks_the_migrations_once(db_url, conn, monkeypatch):
+    history_begins(conn)
     from pulsecart_cli.ledger import Invocation
     from pulsecart_cli.planning import Selection
     from pulsecart_cli.runner import DailyRequest, run_daily

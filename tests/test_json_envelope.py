@@ -64,7 +64,7 @@ def entry(conn):
 
 
 def test_each_command_prints_one_envelope(cli, entry, gcp_project):
-    assert cli("seed", "--start", DAY, "--days", "2", "--users", "20", "--events-per-day", "200").exit_code == 0
+    assert cli("seed", "--start", "2025-03-02", "--days", "2", "--users", "20", "--events-per-day", "200").exit_code == 0
     assert cli("pubsub", "setup", "--topic", "commerce-events").exit_code == 0
     for path in with_json():
         for argv, code in CASES[path]:

@@ -43,7 +43,8 @@ SELECT days.day,
        EXISTS (SELECT FROM events e
                WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
                  AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC') AS has_events,
-       (SELECT min(run_date) FROM job_runs WHERE job = %(job)s AND status = 'succeeded') AS first_success
+       (SELECT min(run_date) FROM job_runs WHERE job = %(job)s AND status = 'succeeded') AS first_success,
+       (SELECT min("timestamp") FROM events) AS first_event
 FROM days
 JOIN event_changes_between(%(start)s, %(end)s) AS changed ON changed.day = days.day
 LEFT JOIN latest ON latest.run_date = days.day
