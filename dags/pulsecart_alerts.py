@@ -76,7 +76,8 @@ class FailureEmail(SmtpNotifier):
         tries = ti.max_tries + 1
         try_text = f"{ti.try_number} of {tries}" + (" (failed without retry)" if ti.try_number < tries else "")
         on_day = f" for {self.day}" if self.day else ""
-        send(to, f"[pulsecart] FAILED {ti.dag_id}.{ti.task_id}{on_day} (try {try_text})", [
+        subject_try = f"try {ti.try_number} of {tries}" + (", failed without retry" if ti.try_number < tries else "")
+        send(to, f"[pulsecart] FAILED {ti.dag_id}.{ti.task_id}{on_day} ({subject_try})", [
             ("DAG", ti.dag_id),
             ("Task", ti.task_id),
             ("Day", self.day),

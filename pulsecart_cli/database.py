@@ -1,13 +1,16 @@
 """Where the database is and how to talk to it."""
 
+import json
 import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from pulsecart_cli import embedded
@@ -51,6 +54,7 @@ def resolve_url(cli_url: str | None) -> str:
     """The database URL: --database-url, $PULSECART_DATABASE_URL, or the embedded server."""
     url = cli_url or os.environ.get(URL_ENV)
     if url:
+        url = _airflow_extras_as_libpq(url)
         _check_url(url)
         return url
     if under_airflow():
@@ -61,6 +65,30 @@ def resolve_url(cli_url: str | None) -> str:
     if started:
         print(f"pulsecart: started the embedded PostgreSQL in {embedded.data_dir()}", file=sys.stderr)
     return uri
+
+
+def _airflow_extras_as_libpq(url: str) -> str:
+    """An Airflow connection's URI (``{{ conn.pulsecart_db.get_uri() }}``) carries extras that are not all
+    strings (the JSON form's ``"connect_timeout": 10``, say) as one ``__extra__`` JSON parameter, which
+    libpq refuses. Its libpq settings (sslmode, options, host, …) become URI parameters; the rest are
+    options of Airflow's hooks, not the database's, and are left out."""
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    if scheme not in ("postgres", "postgresql") or "__extra__" not in query:
+        return url
+    params = parse_qsl(query, keep_blank_values=True)
+    extras: dict[str, Any] = {}
+    for key, value in params:
+        if key == "__extra__":
+            try:
+                decoded = json.loads(value)
+            except ValueError as exc:
+                raise ConfigError(f"malformed database URL {redact(url)!r}: __extra__ is not JSON") from exc
+            extras.update(decoded if isinstance(decoded, dict) else {})
+    known = {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+    kept = [(k, v) for k, v in params if k != "__extra__"]
+    kept += [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in extras.items()
+             if k in known and v is not None and k not in dict(kept)]
+    return urlunsplit((scheme, netloc, path, urlencode(kept, quote_via=quote), fragment))
 
 
 def _port_ok(host: str) -> bool:
@@ -100,7 +128,8 @@ def connect(url: str) -> psycopg.Connection:
     except psycopg.OperationalError as exc:
         raise DatabaseError(
             f"cannot connect to the database at {redact(url)}: {first_line(exc, 'connection failed')}",
-            hint=f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
+            hint="check the Airflow connection pulsecart_db" if under_airflow() else
+                 f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
         ) from exc
     try:
         conn.execute(query("session.setup"), SERVER_KEEPALIVES | {"search_path": search_path()})

@@ -65,6 +65,8 @@ def test_a_sensor_that_cannot_reach_the_database_fails_at_once_with_one_email(ai
 
     assert len(smtp_sink.messages) == 1, [m["Subject"] for m in smtp_sink.messages]
     sent = fields(smtp_sink.messages[0])
+    assert smtp_sink.messages[0]["Subject"] == ("[pulsecart] FAILED pulsecart_nightly_aggregation.wait_for_prior_day_events"
+                                                " for 2025-04-01 (try 1 of 3, failed without retry)")
     assert (sent["Task"], sent["Day"], sent["Try"]) == (
         "wait_for_prior_day_events", "2025-04-01", "1 of 3 (failed without retry)")
     assert sent["pulsecart"].startswith("Error: cannot connect to the database at postgres://nobody:***@")
