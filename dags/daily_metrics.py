@@ -17,8 +17,16 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG
-from pulsecart_alerts import alerts_help, finished_by
-from pulsecart_common import PRIOR_DAY, cli_task, default_args, heal_task, rerun_help, wait_for_complete_day
+from pulsecart_alerts import alerts_help
+from pulsecart_common import (
+    PRIOR_DAY,
+    cli_task,
+    default_args,
+    finished_by,
+    heal_task,
+    rerun_help,
+    wait_for_complete_day,
+)
 
 with DAG(
     dag_id="pulsecart_daily_metrics",
@@ -27,7 +35,6 @@ with DAG(
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
-    deadline=finished_by(hours_after_logical_date=4, by="07:00 UTC", job="metrics"),
     tags=["pulsecart", "metrics"],
     doc_md=__doc__ + rerun_help("pulsecart metrics --date 2025-03-03\n"
                                 "pulsecart metrics --window 2025-03-01..2025-03-07 --only-failed")
@@ -36,3 +43,4 @@ with DAG(
     job = f"metrics --date {PRIOR_DAY}"
     (wait_for_complete_day(then=job) >> cli_task("compute_daily_metrics", job, execution_timeout=timedelta(minutes=30))
      >> heal_task("metrics", execution_timeout=timedelta(hours=1)))
+    finished_by("metrics", hours_after_firing=4, by="07:00 UTC")

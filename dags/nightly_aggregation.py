@@ -20,12 +20,13 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG
-from pulsecart_alerts import alerts_help, finished_by
+from pulsecart_alerts import alerts_help
 from pulsecart_common import (
     KEEP_DAYS,
     PRIOR_DAY,
     cli_task,
     default_args,
+    finished_by,
     heal_task,
     rerun_help,
     wait_for_complete_day,
@@ -38,7 +39,6 @@ with DAG(
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
     default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
-    deadline=finished_by(hours_after_logical_date=4, by="06:00 UTC", job="aggregate"),
     tags=["pulsecart", "personalization"],
     doc_md=__doc__ + rerun_help("pulsecart aggregate --date 2025-03-03\n"
                                 "pulsecart aggregate --window 2025-03-01..2025-03-07 --only-missing")
@@ -49,3 +49,4 @@ with DAG(
      >> heal_task("aggregate", execution_timeout=timedelta(hours=1))
      >> cli_task("prune_score_history", f"prune --keep-days {KEEP_DAYS}", execution_timeout=timedelta(hours=1),
                  not_in_backfills=True))
+    finished_by("aggregate", hours_after_firing=4, by="06:00 UTC")

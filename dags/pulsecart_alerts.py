@@ -7,8 +7,9 @@ sent, never at parse time. Unset or empty: no email at all (the failure still sh
   sends one message: DAG, task, the day processed, the try, the `Error:` line pulsecart printed and
   the command that reruns it by hand. Airflow calls `on_failure_callback` only then; a try that
   will be retried calls `on_retry_callback`, which pulsecart leaves unset.
-- A scheduled run not finished by its deadline sends one message (Airflow Deadline Alerts,
-  experimental since Airflow 3.1: without that API the DAGs load, and only lateness alerts are off).
+- A scheduled run whose day is not done by its deadline sends one message, from a task of its own:
+  `wait_for_deadline` waits (reschedule mode, no worker slot held) until the deadline, then
+  `finished_by_deadline` runs `pulsecart status --check` for the day and, when it fails, emails.
   Backfills and manual runs process old days on purpose and never send one.
 """
 
@@ -16,9 +17,7 @@ import copy
 import html
 import logging
 import re
-import sys
 from collections.abc import Iterable
-from datetime import datetime, timedelta
 from functools import cached_property
 
 from airflow.providers.common.compat.sdk import AirflowException
@@ -91,33 +90,38 @@ class FailureEmail(SmtpNotifier):
         ])
 
 
-def lateness_email(context: dict, job: str, by: str) -> None:
-    """Deadline Alert callback (runs on the executor): one email for a scheduled run not finished in time."""
-    from airflow.sdk import Variable
+class LatenessEmail(FailureEmail):
+    """`on_failure_callback` of a scheduled run's deadline check: one email when the day is still not done
+    at the deadline. It runs in the check task's own process, which reads the Variable and the connection
+    wherever they are stored (metadata database, environment, secrets backend); Airflow's Deadline Alert
+    callbacks may not read them from the metadata database (AirflowSecretsBackendAccessDenied)."""
 
-    run = context.get("dag_run") or {}
-    if run.get("run_type") != "scheduled":
-        log.info("Deadline missed by %s run %s: not a scheduled run, no email", run.get("run_type"),
-                 run.get("dag_run_id"))
-        return
-    to = recipients(Variable.get("pulsecart_alert_emails", default=None))
-    if not to:
-        log.info("pulsecart_alert_emails is not set: no lateness email for %s", run.get("dag_run_id"))
-        return
-    day = (datetime.fromisoformat(run["logical_date"]).date() - timedelta(days=1)).isoformat()
-    send(to, f"[pulsecart] LATE {run['dag_id']} for {day}: not finished by {by}", [
-        ("DAG", run["dag_id"]),
-        ("Day", day),
-        ("Run", run.get("dag_run_id", "")),
-        ("State", f"{run.get('state')} at its deadline {(context.get('deadline') or {}).get('deadline_time')}"),
-        ("Check", f"pulsecart check-complete --date {day} --grace 30m; pulsecart status"),
-        ("Rerun by hand", f"pulsecart {job} --date {day}"),
-    ])
+    template_fields = (*FailureEmail.template_fields, "by")  # type: ignore[assignment]
+
+    def __init__(self, job: str, day: str, by: str):
+        super().__init__(rerun=f"pulsecart {job} --date {day}", day=day)
+        self.by = by
+
+    def notify(self, context) -> None:
+        to = recipients(self.to)
+        ti = context["ti"]
+        if not to:
+            log.info("pulsecart_alert_emails is not set: no lateness email for %s", ti.run_id)
+            return
+        error = ERROR_LINE.search(str(context.get("exception") or ""))
+        send(to, f"[pulsecart] LATE {ti.dag_id} for {self.day}: not finished by {self.by}", [
+            ("DAG", ti.dag_id),
+            ("Day", self.day),
+            ("Run", ti.run_id),
+            ("State", error[0] if error else "not done at its deadline (see the task log)"),
+            ("Check", f"pulsecart check-complete --date {self.day} --grace 30m; pulsecart status"),
+            ("Rerun by hand", self.rerun),
+        ])
 
 
 def alerts_help(late_after: str = "") -> str:
-    lateness = (f"A scheduled run not finished by {late_after} sends one lateness email (Airflow Deadline "
-                "Alerts, experimental); backfills and manual runs never do.\n") if late_after else ""
+    lateness = (f"A scheduled run whose day is not done by {late_after} sends one lateness email (the task "
+                "`finished_by_deadline`); backfills and manual runs never do.\n") if late_after else ""
     return f"""
 ### Alerts
 
@@ -125,27 +129,6 @@ A task that fails for good (after its last retry) sends one email to the Airflow
 `pulsecart_alert_emails` (comma-separated; **unset or empty: no email**) through the connection
 `smtp_default`: DAG, task, day, try, the `Error:` line pulsecart printed and the command to rerun.
 {lateness}"""
-
-
-def finished_by(hours_after_logical_date: int, by: str, job: str):
-    """A Deadline Alert: the run must finish ``hours_after_logical_date`` after its logical date (the
-    cron fire time). None when this Airflow lacks the experimental Deadline Alerts API as used here.
-
-    Also None under `airflow dags test`: in Airflow 3.3 its in-process run keeps the deadline
-    definitions where the end of a successful run looks up their ids, and the command crashes
-    (`'dict' object has no attribute 'hex'`). A test run has no schedule to be late for anyway."""
-    if sys.argv[1:3] == ["dags", "test"]:
-        return None
-    try:
-        # Experimental, not in airflow.sdk's typed exports: guarded by the except below.
-        from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback  # type: ignore[attr-defined]
-
-        return DeadlineAlert(reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
-                             interval=timedelta(hours=hours_after_logical_date),
-                             callback=SyncCallback(lateness_email, kwargs={"job": job, "by": by}))
-    except (ImportError, AttributeError, TypeError, ValueError) as exc:
-        log.warning("Deadline Alerts unavailable (%s): no lateness alerts", exc)
-        return None
 
 
 class _ErrorLineKept:

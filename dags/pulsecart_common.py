@@ -7,7 +7,8 @@ and the dates are Jinja templates rendered when a task runs.
 import os
 from datetime import timedelta
 
-from pulsecart_alerts import FailureEmail, PulsecartCommand, PulsecartSensor
+from airflow.providers.standard.sensors.date_time import DateTimeSensor
+from pulsecart_alerts import FailureEmail, LatenessEmail, PulsecartCommand, PulsecartSensor
 
 # Airflow Variable `pulsecart_cli`: the path to the CLI on the workers (default: `pulsecart` on PATH).
 CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
@@ -90,6 +91,28 @@ def failure_email(arguments: str) -> FailureEmail:
     """The failure alert of a task running `pulsecart <arguments>`: its rerun command names the day."""
     return FailureEmail(rerun=f"pulsecart {arguments}".replace(PRIOR_DAY, DAY),
                         day=DAY if PRIOR_DAY in arguments else "")
+
+
+def finished_by(job: str, hours_after_firing: int, by: str) -> PulsecartCommand:
+    """A scheduled run's lateness alert: `wait_for_deadline` waits until ``hours_after_firing`` after the
+    run's logical date (its cron fire time), then `finished_by_deadline` checks that the prior day is done
+    (`pulsecart status --check`) and, when it is not, sends one lateness email from its own process (no
+    retry: at the deadline a day that cannot even be checked is worth the email, which quotes the error).
+    Other runs pass both at once. Returns the check task; the wait is upstream of it, beside the job. A
+    scheduled run stays running until its deadline."""
+    deadline = ("{% if dag_run.run_type == 'scheduled' %}{{ (dag_run.logical_date + macros.timedelta(hours="
+                f"{hours_after_firing}" ")).isoformat() }}{% else %}{{ dag_run.run_after.isoformat() }}{% endif %}")
+    wait = DateTimeSensor(task_id="wait_for_deadline", target_time=deadline, mode="reschedule", poke_interval=300,
+                          timeout=(hours_after_firing + 20) * 60 * 60, execution_timeout=timedelta(minutes=10),
+                          on_failure_callback=failure_email("status"))
+    check = f"status --check --job {job} --end {PRIOR_DAY} --days 1"
+    late = PulsecartCommand(
+        task_id="finished_by_deadline", env=DATABASE_ENV, append_env=True, skip_on_exit_code=None, retries=0,
+        bash_command=("{% if dag_run.run_type == 'scheduled' %}" + f"{CLI} {check}"
+                      + "{% else %}echo 'pulsecart: only a scheduled run can be late'{% endif %}"),
+        execution_timeout=timedelta(minutes=10), on_failure_callback=LatenessEmail(job, DAY, by))
+    wait >> late
+    return late
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:
