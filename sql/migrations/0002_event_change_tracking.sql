@@ -94,16 +94,19 @@ $$;
 -- a change the trigger could not record count for every day.
 CREATE FUNCTION event_changes_between(first date, last date) RETURNS TABLE (day date, changes bigint)
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    WITH counted AS (
-        SELECT day, changes FROM event_change_totals WHERE day BETWEEN first AND last OR day = '-infinity'
-        UNION ALL
-        SELECT day, changes FROM event_changes WHERE day BETWEEN first AND last OR day = '-infinity'
+    WITH per_day AS (   -- one pass over the rows, however many a day of single-row inserts left unfolded
+        SELECT c.day, sum(c.changes) AS changes
+        FROM (SELECT t.day, t.changes FROM event_change_totals t
+              WHERE t.day BETWEEN first AND last OR t.day = '-infinity'
+              UNION ALL
+              SELECT e.day, e.changes FROM event_changes e
+              WHERE e.day BETWEEN first AND last OR e.day = '-infinity') AS c
+        GROUP BY c.day
     ), every_day AS (
-        SELECT coalesce(sum(changes), 0)
+        SELECT coalesce((SELECT p.changes FROM per_day p WHERE p.day = '-infinity'), 0)
                + (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM untracked_event_changes) AS changes
-        FROM counted WHERE day = '-infinity'
     )
-    SELECT d::date, coalesce((SELECT sum(c.changes) FROM counted c WHERE c.day = d::date), 0)
-                    + (SELECT changes FROM every_day)
+    SELECT d::date, (coalesce(p.changes, 0) + (SELECT changes FROM every_day))::bigint
     FROM generate_series(first, last, interval '1 day') AS d
+    LEFT JOIN per_day p ON p.day = d::date
 $$;
