@@ -20,24 +20,29 @@ from pulsecart_cli.queries import one_row
 
 APP_SCHEMA = "public"
 Statement = sql.SQL | sql.Composed  # what psycopg executes
-LOCK_BUDGET_S = 1.0
+LOCK_BUDGET_S = 0.8   # under the 1 s a consumer may allow itself (lock_timeout), with room for the rest
 LOCK_ATTEMPTS = 30
 EVENT_COLUMNS = ("event_id", "user_id", "event_type", "timestamp", "payload")
 DAY_INDEX = "events_pulsecart_day_idx"
 AGGREGATES_INDEX = "event_aggregates_pulsecart_day_idx"
 # BEFORE row triggers run at once, so the first row of a day sets the transaction's note and the WHEN
 # clause lets the day's later rows through without calling the function. Row triggers on a partitioned
-# table are cloned to every partition, present and future.
+# table are cloned to every partition, present and future. BEFORE triggers fire in name order: the zz_
+# names run after the consumer's own (one that fills in "timestamp", say), so they see the final row.
+# The WHEN clause calls only built-in functions (the writer's role needs EXECUTE on what it calls); it is
+# event_day_key() of 0002, written out.
+DAY_KEY = ("CASE WHEN isfinite(NEW.\"timestamp\") THEN ' ' || ((NEW.\"timestamp\" AT TIME ZONE 'UTC')::date"
+           " - DATE '2000-01-01') || ' ' END")
 EVENT_TRIGGERS = {
-    "pulsecart_note_insert": "BEFORE INSERT ON {table} FOR EACH ROW WHEN (strpos(coalesce(current_setting("
-                             "'pulsecart.changed_event_days', true), ''), {schema}.event_day_key(NEW.\"timestamp\")) = 0) "
-                             "EXECUTE FUNCTION {schema}.note_event_change()",
-    "pulsecart_note_update": "BEFORE UPDATE ON {table} FOR EACH ROW WHEN ((OLD.user_id, OLD.event_type, OLD.\"timestamp\", "
-                             "OLD.payload::text) IS DISTINCT FROM (NEW.user_id, NEW.event_type, NEW.\"timestamp\", "
-                             "NEW.payload::text)) EXECUTE FUNCTION {schema}.note_event_change()",
-    "pulsecart_note_delete": "BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {schema}.note_event_change()",
+    "zz_pulsecart_note_insert": "BEFORE INSERT ON {table} FOR EACH ROW WHEN (strpos(coalesce(current_setting("
+                                "'pulsecart.changed_event_days', true), ''), " + DAY_KEY + ") = 0) "
+                                "EXECUTE FUNCTION {schema}.note_event_change()",
+    "zz_pulsecart_note_update": "BEFORE UPDATE ON {table} FOR EACH ROW WHEN ((OLD.user_id, OLD.event_type, "
+                                "OLD.\"timestamp\", OLD.payload::text) IS DISTINCT FROM (NEW.user_id, NEW.event_type, "
+                                "NEW.\"timestamp\", NEW.payload::text)) EXECUTE FUNCTION {schema}.note_event_change()",
+    "zz_pulsecart_note_delete": "BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {schema}.note_event_change()",
 }
-TRUNCATE_TRIGGER = ("pulsecart_note_truncate",
+TRUNCATE_TRIGGER = ("zz_pulsecart_note_truncate",
                     "AFTER TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.note_event_change()")
 AGGREGATE_TRIGGERS = {
     "changed_outside_aggregate": "AFTER INSERT OR UPDATE OR DELETE ON {table} FOR EACH ROW "
@@ -172,6 +177,7 @@ class Step:
     run: Callable[[psycopg.Connection], object]
     needs: str | None = None  # what the migrating role lacks for it, or None
     owner_sql: list[str] = field(default_factory=list)  # what the owner runs instead, when it lacks it
+    creates: bool = False  # it creates a relation (table, index, view) in the application's schema
 
 
 @dataclass
@@ -197,6 +203,11 @@ def plan(conn: psycopg.Connection, schema: str) -> Plan:
     steps += _aggregates_steps(conn, tables["event_aggregates"], schema, role)
     steps += _metrics_steps(conn, tables["daily_metrics"], role)
     steps += _scores_steps(conn, tables["personalization_scores"], schema, role)
+    if any(s.creates for s in steps) and not one_row(
+            conn.execute("SELECT has_schema_privilege(%s, 'CREATE')", (APP_SCHEMA,)))[0]:
+        steps.insert(0, Step(f"(CREATE on schema {APP_SCHEMA})", lambda c: None,
+                             f"the CREATE privilege on schema {APP_SCHEMA} (indexes, views and tables go there)",
+                             [f"GRANT CREATE ON SCHEMA {APP_SCHEMA} TO {sql.Identifier(role).as_string(conn)};"]))
     return Plan(steps, adopted)
 
 
@@ -218,11 +229,21 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
     fmt = {"schema": schema}
     if not events.exists:
         return [Step("created public.events", lambda c: c.execute(sql.SQL(_CREATE_EVENTS).format(
-            **{k: sql.Identifier(v) for k, v in fmt.items()})))]
+            **{k: sql.Identifier(v) for k, v in fmt.items()})), creates=True)]
     _require_columns(events, EVENT_COLUMNS)
     if events.columns["timestamp"] != "timestamp with time zone":
         raise SchemaMismatch(f"public.events.timestamp is {events.columns['timestamp']}: pulsecart reads UTC days "
                              "from a timestamp with time zone")
+    if one_row(conn.execute("SELECT count(*) FROM pg_partition_tree(%s) WHERE level > 1", (events.oid,)))[0]:
+        raise SchemaMismatch("public.events has partitions of partitions: pulsecart adopts one level of "
+                             "partitions (index and triggers per partition)")
+    other = conn.execute("""
+        SELECT n.nspname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE t.tgrelid = %s AND t.tgname LIKE '%%pulsecart_note_%%' AND n.nspname <> %s LIMIT 1""",
+                         (events.oid, schema)).fetchone()
+    if other:
+        raise SchemaMismatch(f"public.events is tracked by the pulsecart schema {other[0]}, not {schema}: "
+                             f"set PULSECART_SCHEMA={other[0]}")
     steps = []
     if not _has_day_index(conn, events):
         steps.append(_day_index_step(conn, events))
@@ -305,20 +326,20 @@ def _day_index_step(conn: psycopg.Connection, events: Table) -> Step:
 
     unowned = [t for t in (events, *events.partitions) if not t.owned]
     step = Step(f"built the day index {DAY_INDEX} on public.events concurrently"
-                + (f" ({len(events.partitions)} partitions)" if events.partitions else ""), run)
+                + (f" ({len(events.partitions)} partitions)" if events.partitions else ""), run, creates=True)
     if unowned:
         step.needs, step.owner_sql = "ownership of public.events (only its owner can index it)", owners_sql
     return step
 
 
 def _partition_index_name(part: Table) -> str:
-    return f"{part.name[:44]}_pulsecart_day_idx"
+    return f"{part.name[:36]}_{part.oid}_pulsecart_day_idx"   # the oid: partition names may share 36 characters
 
 
 def _aggregates_steps(conn: psycopg.Connection, table: Table, schema: str, role: str) -> list[Step]:
     if not table.exists:
         return [Step("created public.event_aggregates", lambda c: c.execute(sql.SQL(_CREATE_AGGREGATES).format(
-            schema=sql.Identifier(schema))))]
+            schema=sql.Identifier(schema))), creates=True)]
     _require_columns(table, ("user_id", "date", "event_type", "event_count"))
     needs, owner_sql = _needs_owner(conn, table, role)
     steps = []
@@ -331,7 +352,7 @@ def _aggregates_steps(conn: psycopg.Connection, table: Table, schema: str, role:
         steps.append(Step(f"built {AGGREGATES_INDEX} on public.event_aggregates concurrently",
                           lambda c: build_index_concurrently(c, AGGREGATES_INDEX, table.ident, APP_SCHEMA,
                                                              sql.SQL("(date, user_id, event_type)")),
-                          needs, owner_sql))
+                          needs, owner_sql, creates=True))
     missing = [name for name in AGGREGATE_TRIGGERS if name not in table.triggers]
     if missing:
         statements = [_trigger_sql(name, AGGREGATE_TRIGGERS[name], table.ident, schema) for name in missing]
@@ -343,7 +364,7 @@ def _aggregates_steps(conn: psycopg.Connection, table: Table, schema: str, role:
 
 def _metrics_steps(conn: psycopg.Connection, table: Table, role: str) -> list[Step]:
     if not table.exists:
-        return [Step("created public.daily_metrics", lambda c: c.execute(_CREATE_METRICS))]
+        return [Step("created public.daily_metrics", lambda c: c.execute(_CREATE_METRICS), creates=True)]
     _require_columns(table, ("date", "orders_placed", "carts_abandoned", "abandonment_rate", "revenue"))
     needs, owner_sql = _needs_owner(conn, table, role)
     changes: list[Statement] = []
@@ -365,12 +386,13 @@ SEED_SCORES = "seed_personalization_scores"
 
 def _scores_steps(conn: psycopg.Connection, table: Table, schema: str, role: str) -> list[Step]:
     """personalization_scores is a view of the current day's scores. The seed's table of that name moves
-    into pulsecart's schema, and the view shows its rows until pulsecart's first aggregated day, with the
-    same column types and the grants the table had."""
+    into pulsecart's schema, and the view shows its rows until pulsecart's first scores (a write to
+    event_aggregates by the seed's old DAG does not end it), with the same column types and the grants
+    the table had."""
     schema_ident = sql.Identifier(schema)
     if not table.exists:
         return [Step("created the view public.personalization_scores",
-                     lambda c: c.execute(sql.SQL(_CREATE_SCORES_VIEW).format(schema=schema_ident)))]
+                     lambda c: c.execute(sql.SQL(_CREATE_SCORES_VIEW).format(schema=schema_ident)), creates=True)]
     if table.kind == "v":
         return []
     _require_columns(table, ("user_id", "score", "computed_at"))
@@ -393,7 +415,7 @@ def _scores_steps(conn: psycopg.Connection, table: Table, schema: str, role: str
     return [Step(f"public.personalization_scores: the seed's table is now {schema}.{SEED_SCORES}; a view of the "
                  "same name shows its rows until pulsecart's first aggregate, then pulsecart's current scores",
                  lambda c: with_brief_locks(c, [(table.ident, "ACCESS EXCLUSIVE")], statements,
-                                            "personalization_scores"), needs, owner_sql)]
+                                            "personalization_scores"), needs, owner_sql, creates=True)]
 
 
 def apply(conn: psycopg.Connection, steps: list[Step]) -> list[str]:
@@ -465,4 +487,4 @@ WHERE h.as_of = (SELECT max(day) FROM {schema}.aggregated_days WHERE day <= (now
 UNION ALL
 SELECT s.user_id, s.score, s.computed_at, NULL::date
 FROM {schema}.{seed} s
-WHERE NOT EXISTS (SELECT FROM {schema}.aggregated_days WHERE day <= (now() AT TIME ZONE 'UTC')::date)"""
+WHERE NOT EXISTS (SELECT FROM {schema}.personalization_score_history)"""

@@ -212,3 +212,7 @@ def require_current(conn: psycopg.Connection) -> None:
         names = ", ".join(m.label for m in missing)
         raise SchemaNotMigrated(f"the database schema is not migrated (pending: {names})",
                                 hint="run `pulsecart db migrate`")
+    if not one_row(conn.execute(query("migrations.adopted")))[0]:
+        raise SchemaNotMigrated("db migrate did not finish with the application's tables (the change tracking, "
+                                "index and triggers of events and event_aggregates, the view personalization_scores)",
+                                hint="run `pulsecart db migrate` again")

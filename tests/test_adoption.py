@@ -314,3 +314,48 @@ def test_prune_keeps_the_current_scores_and_a_rerun_rebuilds_a_pruned_day(db_url
     assert run_pulsecart("aggregate", "--window", "2025-03-01..2025-03-12", "--stale", env=env).returncode == 0
     assert conn.execute("SELECT as_of, user_id, score FROM personalization_score_history ORDER BY 1, 2"
                         ).fetchall() == before
+
+
+def test_the_consumer_needs_no_execute_right_and_its_own_timestamp_trigger_is_seen(empty_db_url):
+    """A hardened database revokes EXECUTE from PUBLIC; a consumer's BEFORE trigger fills in "timestamp".
+    The consumer's inserts still commit, and the day they land on is the one tracked."""
+    with psycopg.connect(empty_db_url, autocommit=True) as owner:
+        seed_database.build(owner, SPEC)
+        consumer = _role(owner, f"consumer_{uuid.uuid4().hex[:8]}")
+        owner.execute(sql.SQL("GRANT SELECT, INSERT ON events TO {}").format(sql.Identifier(consumer)))
+        owner.execute("CREATE FUNCTION fill_timestamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                      " NEW.\"timestamp\" := coalesce(NEW.\"timestamp\", (NEW.payload ->> 'occurred_at')::timestamptz);"
+                      " RETURN NEW; END $$")
+        owner.execute("ALTER TABLE events ALTER COLUMN \"timestamp\" DROP NOT NULL")
+        owner.execute("CREATE TRIGGER set_event_timestamp BEFORE INSERT ON events FOR EACH ROW"
+                      " EXECUTE FUNCTION fill_timestamp()")
+    env = {"PULSECART_DATABASE_URL": empty_db_url}
+    assert run_pulsecart("db", "migrate", env=env).returncode == 0
+    with psycopg.connect(empty_db_url, autocommit=True) as owner:
+        owner.execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pulsecart FROM PUBLIC")
+    assert run_pulsecart("metrics", "--window", WINDOW, env=env).returncode == 0
+    with psycopg.connect(make_conninfo(empty_db_url, user=consumer), autocommit=True) as conn:
+        conn.execute("INSERT INTO events (event_id, user_id, event_type, payload) VALUES"
+                     " (gen_random_uuid(), 'late', 'order.placed', '{\"occurred_at\": \"2025-03-04T10:00Z\"}')")
+    assert status_states(empty_db_url)["metrics"] == ["succeeded"] * 3 + ["stale"] + ["succeeded"] * 4
+
+
+def test_jobs_refuse_a_database_whose_migrate_did_not_finish(db_url, conn):
+    conn.execute("DROP TRIGGER zz_pulsecart_note_insert ON events")     # as a migrate cut short would leave it
+    result = run_pulsecart("aggregate", "--date", "2025-03-01", env={"PULSECART_DATABASE_URL": db_url})
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: db migrate did not finish with the application's tables")
+    assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": db_url}).stdout.startswith(
+        "added change tracking to public.events")
+    assert run_pulsecart("aggregate", "--date", "2025-03-01", env={"PULSECART_DATABASE_URL": db_url}).returncode == 0
+
+
+def test_the_seeds_old_dag_writing_after_migrate_does_not_empty_the_apps_scores(empty_db_url):
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        seed_database.build(conn, SPEC, seed_dag_days=5)
+        before = seed_database.app_scores(conn)
+    assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url}).returncode == 0
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute(seed_database.SEED_AGGREGATE, {"day": date(2025, 3, 6)})   # one more night of the seed's DAG
+        assert seed_database.app_scores(conn) == before

@@ -31,10 +31,11 @@ RETURN CASE WHEN isfinite(ts) THEN ' ' || ((ts AT TIME ZONE 'UTC')::date - DATE 
 -- Once per writer transaction and day: the day keys it noted (days since 2000-01-01, an integer whatever
 -- the session's DateStyle, between spaces) are in a transaction-local setting that the insert trigger's
 -- WHEN clause reads, so the rest of the transaction's rows of that day skip the function.
--- It runs in the consumer's transaction and never raises. It runs as its owner (SECURITY DEFINER), so the
--- consumer's role needs no rights in pulsecart's schema.
+-- It runs in the consumer's transaction and never raises; a lock on event_changes (a DBA's CREATE INDEX)
+-- holds the writer up 50 ms at most (lock_timeout), then counts as a change it could not record. It runs as
+-- its owner (SECURITY DEFINER), so the consumer's role needs no rights in pulsecart's schema.
 CREATE FUNCTION note_event_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET lock_timeout = '50ms' AS $$
 DECLARE
     noted text := coalesce(current_setting('pulsecart.changed_event_days', true), '');
     stamps      timestamptz[];

@@ -36,3 +36,18 @@ UPDATE schema_migrations AS m
 SET checksum = f.checksum
 FROM unnest(%(versions)s::integer[], %(checksums)s::text[]) AS f (version, checksum)
 WHERE m.version = f.version AND m.checksum IS NULL;
+
+-- name: adopted
+-- Whether `db migrate` finished with the application's tables: the change-tracking triggers and the day
+-- index on events, the outside-change triggers on event_aggregates, the view, the metrics column. A migrate
+-- cut short (a signal, a lock it gave up on) leaves them missing, and a job run then would miss changes.
+SELECT coalesce((SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('public.events')
+                 AND tgname IN ('zz_pulsecart_note_insert', 'zz_pulsecart_note_update', 'zz_pulsecart_note_delete',
+                                'zz_pulsecart_note_truncate')) = 4
+          AND EXISTS (SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                      WHERE i.indrelid = to_regclass('public.events') AND i.indisvalid AND a.attname = 'timestamp')
+          AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('public.event_aggregates')
+               AND tgname IN ('changed_outside_aggregate', 'truncated_outside_aggregate')) = 2
+          AND (SELECT relkind FROM pg_class WHERE oid = to_regclass('public.personalization_scores')) = 'v'
+          AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('public.daily_metrics')
+                      AND attname = 'invalid_order_totals' AND NOT attisdropped), false);

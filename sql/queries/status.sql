@@ -44,7 +44,8 @@ SELECT days.day,
                WHERE e."timestamp" >= days.day::timestamp AT TIME ZONE 'UTC'
                  AND e."timestamp" < (days.day + 1)::timestamp AT TIME ZONE 'UTC') AS has_events,
        (SELECT min(run_date) FROM job_runs WHERE job = %(job)s AND status = 'succeeded') AS first_success,
-       (SELECT min("timestamp") FROM events) AS first_event
+       -- events timestamped before year 2 (or -infinity) are junk, not the start of the history
+       (SELECT min("timestamp") FROM events WHERE "timestamp" >= '0002-01-01T00:00Z') AS first_event
 FROM days
 JOIN event_changes_between(%(start)s, %(end)s) AS changed ON changed.day = days.day
 LEFT JOIN latest ON latest.run_date = days.day
@@ -62,7 +63,8 @@ FROM (SELECT id, status, started_at, finished_at, trigger
 WHERE status = 'succeeded';
 
 -- name: newest_event
-SELECT max("timestamp") FROM events;
+-- An event timestamped in year 9999 (or infinity) is junk, not the consumer's progress.
+SELECT max("timestamp") FROM events WHERE "timestamp" < '9999-01-01T00:00Z';
 
 -- name: recent_runs
 -- An abandoned run (see job_run_status) is failed, its duration unknown (finished_at is NULL).
