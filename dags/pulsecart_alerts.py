@@ -85,7 +85,7 @@ class FailureEmail(SmtpNotifier):
             ("pulsecart", error[0] if error else "no Error: line (see the task log)"),
             ("Airflow", "" if error or exception is None else f"{type(exception).__name__}: {exception}"),
             ("Rerun by hand", self.rerun),
-            ("Then check", "pulsecart status"),
+            ("Then check", f"pulsecart status --end {self.day} --days 7" if self.day else "pulsecart status"),
             ("Log", getattr(ti, "log_url", "")),
         ])
 

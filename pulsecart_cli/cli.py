@@ -332,7 +332,8 @@ def _render_daily(report: DailyReport, as_json: bool) -> int:
     if as_json:
         render.print_json(render.day_results_json(job, run))
     elif run.results or run.stopped_by is None:
-        render.out().print(render.day_results_table(job, run.results))
+        title = f"forget {job}" if report.request.forget else job
+        render.out().print(render.day_results_table(title, run.results))
         if report.not_run and not run.interrupted and run.stopped_by is None:
             render.message(f"{report.not_run} later day(s) not run after the failure; pass --keep-going to continue.")
     error = report.error()
