@@ -26,6 +26,9 @@ _RUN_DAY = "(ds if ds is defined and ds else dag_run.run_after.strftime('%Y-%m-%
 # Airflow Variable `pulsecart_heal_days` (default 30): how far back the nightly healing looks.
 HEAL_FROM = "{{ macros.ds_add(" + _RUN_DAY + ", -(var.value.get('pulsecart_heal_days', '30') | int)) }}"
 HEAL_TO = "{{ macros.ds_add(" + _RUN_DAY + ", -1) }}"
+# Airflow Variable `pulsecart_min_share` (default 0.3): a day with less than this share of its usual events
+# (the median of the same weekday over the four weeks before) keeps the sensor waiting.
+MIN_SHARE = "{{ var.value.get('pulsecart_min_share', '0.3') }}"
 # Airflow Variable `pulsecart_keep_days` (default 400): the score history `pulsecart prune` keeps.
 KEEP_DAYS = "{{ var.value.get('pulsecart_keep_days', '400') | int }}"
 
@@ -76,11 +79,12 @@ def heal_task(job: str, execution_timeout: timedelta) -> PulsecartCommand:
 
 def wait_for_complete_day(then: str) -> PulsecartSensor:
     """A sensor that holds the run until the prior day's events are complete (the consumer has moved
-    30 minutes past its midnight): `pulsecart check-complete --date <prior day> --grace 30m`, poked
+    30 minutes past its midnight, and the day holds at least `pulsecart_min_share` of its usual events):
+    `pulsecart check-complete --date <prior day> --grace 30m --min-share 0.3`, poked
     every 5 minutes in reschedule mode for up to 6 hours. Exit 4 pokes again; any other failure
     (a broken database, say) fails the task at once instead of looking like missing data.
     ``then``: the arguments of the job it guards, for the failure email's rerun command."""
-    check = f"check-complete --date {PRIOR_DAY} --grace 30m"
+    check = f"check-complete --date {PRIOR_DAY} --grace 30m --min-share {MIN_SHARE}"
     return PulsecartSensor(task_id="wait_for_prior_day_events", bash_command=f"{CLI} {check}", env=SENSOR_ENV,
                            retry_exit_code=EXIT_INCOMPLETE, mode="reschedule", poke_interval=300,
                            timeout=6 * 60 * 60, execution_timeout=timedelta(minutes=10),  # one poke

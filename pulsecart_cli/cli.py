@@ -52,7 +52,14 @@ from pulsecart_cli.reconcile import Options as ReconcileOptions
 from pulsecart_cli.registry import DAILY_JOBS, DailyJob
 from pulsecart_cli.runner import DailyReport, DailyRequest, run_daily, run_reconcile
 from pulsecart_cli.seed import SeedSpec, seed_events
-from pulsecart_cli.status import completeness, day_states, problems, recent_runs
+from pulsecart_cli.status import (
+    DEFAULT_MIN_SHARE,
+    MIN_USUAL_WEEKS,
+    completeness,
+    day_states,
+    problems,
+    recent_runs,
+)
 
 
 class PulsecartGroup(TyperGroup):
@@ -510,28 +517,51 @@ def runs(
 def check_complete(
     date_text: Annotated[str, typer.Option("--date", metavar="D", help="The day whose data should be complete.")],
     grace: Annotated[str, typer.Option("--grace", help="How far past D's end the newest event must be.")] = "30m",
+    min_share: Annotated[float, typer.Option(
+        "--min-share", min=0.0, max=1.0, metavar="S",
+        help="Wait while D holds less than this share of its usual events (the median of the same weekday over "
+             "the 4 weeks before). 0 accepts D as it is, and the ledger records it.")] = DEFAULT_MIN_SHARE,
     database_url: DatabaseUrl = None,
 ) -> int:
-    """Exit 0 when D's events are complete (an event at or after D+1 00:00 UTC + grace exists), else 4.
+    """Exit 0 when D's events are complete, else 4: the consumer has moved past D (an event at or after
+    D+1 00:00 UTC + grace exists), and D holds at least --min-share of its usual events.
 
-    The Airflow DAGs use it as a sensor.
+    The Airflow DAGs use it as a sensor. A thin day (a producer down for hours, a stuck partition) waits;
+    a holiday is accepted on purpose with --min-share 0, recorded in the ledger and honoured later.
 
     \b
     Examples:
       pulsecart check-complete --date 2025-03-03 --grace 30m
       pulsecart check-complete --date yesterday
+      pulsecart check-complete --date 2025-12-25 --min-share 0
     """
     day = parse_day(date_text)
     grace_delta = parse_duration(grace)
+    accept_as = _invocation(None) if min_share == 0 else None
     with _migrated_connection(database_url) as conn:
-        result = completeness(conn, day, grace_delta)
+        result = completeness(conn, day, grace_delta, min_share, accept_as)
     newest = render.when(result.newest_event) if result.newest_event else "none"
-    if result.complete:
-        render.out().print(f"{day} is complete: newest event {newest} >= {render.when(result.threshold)}")
-        return 0
-    render.out().print(f"{day} is not complete yet: newest event {newest}, "
-                       f"waiting for one at or after {render.when(result.threshold)}")
-    return EXIT_INCOMPLETE
+    weekdays = f"{day:%A}s"
+    if result.usual is None:
+        volume = (f"volume check skipped: {len(result.usual_weeks)} earlier {weekdays} with counts "
+                  f"({MIN_USUAL_WEEKS} needed)")
+    else:
+        volume = (f"{result.events:,} events, {result.share:.0%} of its usual "
+                  f"(median of {len(result.usual_weeks)} {weekdays}: {result.usual:,})")
+    if result.accepted_at is not None:
+        volume += f"; accepted as it is on {render.when(result.accepted_at)}"
+    if not result.past_the_day:
+        render.out().print(f"{day} is not complete yet: newest event {newest}, "
+                           f"waiting for one at or after {render.when(result.threshold)}", markup=False, soft_wrap=True)
+        return EXIT_INCOMPLETE
+    if result.thin:
+        render.out().print(f"{day} has {result.share:.0%} of its usual events (median of {len(result.usual_weeks)} "
+                           f"{weekdays}: {result.usual:,}): waiting for the rest; to accept it as it is: "
+                           f"pulsecart check-complete --date {day} --min-share 0", markup=False, soft_wrap=True)
+        return EXIT_INCOMPLETE
+    render.out().print(f"{day} is complete: newest event {newest} >= {render.when(result.threshold)}; {volume}",
+                       markup=False, soft_wrap=True)
+    return 0
 
 
 @app.command()

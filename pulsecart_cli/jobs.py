@@ -43,10 +43,11 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     start, end = day_bounds(day)
     params = {"day": day, "start": start, "end": end}
     conn.execute(query("aggregate.begin_day"))
-    aggregate_rows, *counts_written, changes_seen = one_row(conn.execute(query("aggregate.replace_counts"), params))
+    aggregate_rows, *counts_written, changes_seen, events = one_row(
+        conn.execute(query("aggregate.replace_counts"), params))
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
-    conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written)})
+    conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written), "events": events})
     scores_kept = _scores_fresh(conn, day)  # computed from these very counts: recomputing writes nothing
     if scores_kept:
         from_previous, history_written = False, 0

@@ -1,15 +1,20 @@
 """What state each day of a job is in, which days `status --check` reports, whether a day's data is
 complete, and the ledger's recent runs."""
 
+import os
+import socket
+import statistics
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 import psycopg
 from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 
+from pulsecart_cli import __version__
 from pulsecart_cli.dates import day_bounds
-from pulsecart_cli.ledger import RunStatus
+from pulsecart_cli.ledger import Invocation, RunStatus
 from pulsecart_cli.queries import one_row, query
 from pulsecart_cli.registry import DAILY_JOBS
 
@@ -164,19 +169,59 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
     return found
 
 
+DEFAULT_MIN_SHARE = 0.3   # below this share of its usual volume a day waits (check-complete exits 4)
+USUAL_WEEKS = 4
+MIN_USUAL_WEEKS = 2
+
+
 @dataclass(frozen=True)
 class Completeness:
-    complete: bool
+    day: date
+    past_the_day: bool  # the consumer has moved past the day (an event at or after D+1 00:00 + grace)
     newest_event: datetime | None
     threshold: datetime
+    events: int  # D's events now
+    usual_weeks: list[int]  # the same weekday's event counts in the four weeks before, as aggregated
+    min_share: float
+    accepted_at: datetime | None  # an operator accepted the day as it is (--min-share 0)
+
+    @property
+    def usual(self) -> int | None:
+        """The median of the same weekday over the previous weeks with counts; None with fewer than two."""
+        return int(statistics.median(self.usual_weeks)) if len(self.usual_weeks) >= MIN_USUAL_WEEKS else None
+
+    @property
+    def share(self) -> float | None:
+        return self.events / self.usual if self.usual else None
+
+    @property
+    def thin(self) -> bool:
+        return self.accepted_at is None and self.share is not None and self.share < self.min_share
+
+    @property
+    def complete(self) -> bool:
+        return self.past_the_day and not self.thin
 
 
-def completeness(conn: psycopg.Connection, day: date, grace: timedelta) -> Completeness:
-    """A day is complete once the events table holds an event at or after D+1 00:00 UTC + grace:
-    the consumer has moved past the day."""
-    threshold = day_bounds(day)[1] + grace
+def completeness(conn: psycopg.Connection, day: date, grace: timedelta, min_share: float = DEFAULT_MIN_SHARE,
+                 accept_as: Invocation | None = None) -> Completeness:
+    """Is D complete? The consumer has moved past it (an event at or after D+1 00:00 UTC + grace), and D
+    holds at least ``min_share`` of its usual events: the median of the same weekday over the four weeks
+    before, from the counts aggregate recorded (skipped with fewer than two such weeks). ``accept_as``:
+    record that an operator accepts D as it is (the ledger's check-complete row); later checks honour it."""
+    start, end = day_bounds(day)
     newest = one_row(conn.execute(query("status.newest_event")))[0]
-    return Completeness(newest is not None and newest >= threshold, newest, threshold)
+    events, usual_weeks = one_row(conn.execute(query("status.day_volume"), {"day": day, "start": start, "end": end}))
+    if accept_as is not None:
+        usual = int(statistics.median(usual_weeks)) if len(usual_weeks) >= MIN_USUAL_WEEKS else None
+        conn.execute(query("status.accept"), {
+            "day": day, "trigger": accept_as.trigger, "airflow_run_id": accept_as.airflow_run_id, "events": events,
+            "details": Jsonb({"events": events, "usual": usual, "weeks": len(usual_weeks)}),
+            "host": socket.gethostname(), "pid": os.getpid(), "version": __version__})
+    accepted_at = one_row(conn.execute(query("status.accepted"), {"day": day}))[0]
+    threshold = end + grace
+    return Completeness(day, newest is not None and newest >= threshold, newest, threshold, events,
+                        list(usual_weeks), min_share, accepted_at)
 
 
 def recent_runs(conn: psycopg.Connection, job: str | None = None, status: str | None = None,

@@ -62,7 +62,8 @@ WITH stored AS NOT MATERIALIZED (
 SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM deleted), (SELECT count(*) FROM updated),
        (SELECT count(*) FROM inserted),
        -- D's change count in the snapshot that read D's events (see 0002_event_change_tracking.sql)
-       (SELECT changes FROM event_changes_between(%(day)s, %(day)s));
+       (SELECT changes FROM event_changes_between(%(day)s, %(day)s)),
+       (SELECT coalesce(sum(event_count), 0) FROM fresh)::bigint;
 
 -- name: try_lock_scores
 SELECT pg_try_advisory_xact_lock(aggregate_scores_lock_key());
@@ -71,11 +72,14 @@ SELECT pg_try_advisory_xact_lock(aggregate_scores_lock_key());
 SELECT pg_advisory_xact_lock(aggregate_scores_lock_key());
 
 -- name: record_counts
--- Under the scores lock: D is aggregated, and its counts get a new version when they changed.
-INSERT INTO aggregated_days (day, counts_version)
-VALUES (%(day)s, nextval('aggregate_counts_version'))
-ON CONFLICT (day) DO UPDATE SET counts_version = excluded.counts_version
-WHERE %(counts_changed)s;
+-- Under the scores lock: D is aggregated (with its number of events), and its counts get a new version
+-- when they changed.
+INSERT INTO aggregated_days (day, counts_version, events)
+VALUES (%(day)s, nextval('aggregate_counts_version'), %(events)s)
+ON CONFLICT (day) DO UPDATE
+SET counts_version = CASE WHEN %(counts_changed)s THEN excluded.counts_version ELSE aggregated_days.counts_version END,
+    events = excluded.events
+WHERE %(counts_changed)s OR aggregated_days.events IS DISTINCT FROM excluded.events;
 
 -- name: scores_fresh
 -- Whether the stored scores as of D were computed from the counts of D-6 .. D as they are now.

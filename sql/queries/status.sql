@@ -77,3 +77,23 @@ WHERE (%(job)s::text IS NULL OR job = %(job)s)
   AND (%(day)s::date IS NULL OR run_date = %(day)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: day_volume
+-- D's events now (an index range count) and the event counts of the same weekday in the four weeks before,
+-- as aggregated (NULL where a week has no count).
+SELECT (SELECT count(*) FROM events WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s) AS events,
+       array(SELECT a.events FROM aggregated_days a
+             WHERE a.day IN (%(day)s::date - 7, %(day)s::date - 14, %(day)s::date - 21, %(day)s::date - 28)
+               AND a.events IS NOT NULL ORDER BY a.day) AS usual_weeks;
+
+-- name: accepted
+-- Whether an operator accepted D as it is (check-complete --min-share 0), and when.
+SELECT max(started_at) FROM job_runs
+WHERE job = 'check-complete' AND run_date = %(day)s AND target = 'accepted' AND status = 'succeeded';
+
+-- name: accept
+INSERT INTO job_runs (job, run_date, target, status, trigger, airflow_run_id, finished_at, rows_written, details,
+                      host, pid, version)
+VALUES ('check-complete', %(day)s, 'accepted', 'succeeded', %(trigger)s, %(airflow_run_id)s, clock_timestamp(),
+        %(events)s, %(details)s, %(host)s, %(pid)s, %(version)s)
+RETURNING id;

@@ -70,7 +70,7 @@ def test_a_sensor_that_cannot_reach_the_database_fails_at_once_with_one_email(ai
     assert (sent["Task"], sent["Day"], sent["Try"]) == (
         "wait_for_prior_day_events", "2025-04-01", "1 of 3 (failed without retry)")
     assert sent["pulsecart"].startswith("Error: cannot connect to the database at postgres://nobody:***@")
-    assert sent["Rerun by hand"] == ("pulsecart check-complete --date 2025-04-01 --grace 30m"
+    assert sent["Rerun by hand"] == ("pulsecart check-complete --date 2025-04-01 --grace 30m --min-share 0.3"
                                      " && pulsecart aggregate --date 2025-04-01")
 
 

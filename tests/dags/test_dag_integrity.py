@@ -80,9 +80,9 @@ def test_daily_jobs_wait_for_complete_data_first_then_heal(dagbag, job):
     from airflow.providers.standard.sensors.bash import BashSensor
 
     assert isinstance(sensor, BashSensor)
-    from pulsecart_common import PRIOR_DAY
+    from pulsecart_common import MIN_SHARE, PRIOR_DAY
 
-    assert sensor.bash_command.endswith(f" check-complete --date {PRIOR_DAY} --grace 30m")
+    assert sensor.bash_command.endswith(f" check-complete --date {PRIOR_DAY} --grace 30m --min-share {MIN_SHARE}")
     assert sensor.retry_exit_code == 4
     assert sensor.mode == "reschedule"
     assert sensor.timeout == 6 * 60 * 60

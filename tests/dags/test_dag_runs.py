@@ -25,7 +25,7 @@ def test_the_0200_run_on_march_4_aggregates_march_3(airflow, db_url):
 
     sensor = rendered(airflow("tasks", "render", "pulsecart_nightly_aggregation", "wait_for_prior_day_events",
                               "2025-03-04T02:00:00+00:00"))
-    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2025-03-03 --grace 30m")
+    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2025-03-03 --grace 30m --min-share 0.3")
     sensor_env = ast.literal_eval(sensor["env"])
     assert sensor_env["AIRFLOW_CTX_DAG_ID"] == "pulsecart_nightly_aggregation"
     assert "/usr/bin" in sensor_env["PATH"]
@@ -37,7 +37,7 @@ def test_metrics_and_reconcile_render(airflow):
     assert metrics["bash_command"].endswith("metrics --date 2024-12-31")
     sensor = rendered(airflow("tasks", "render", "pulsecart_daily_metrics", "wait_for_prior_day_events",
                               "2025-01-01T03:00:00+00:00"))
-    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2024-12-31 --grace 30m")
+    assert sensor["bash_command"].endswith("-m pulsecart_cli check-complete --date 2024-12-31 --grace 30m --min-share 0.3")
     assert ast.literal_eval(sensor["env"])["AIRFLOW_CTX_DAG_ID"] == "pulsecart_daily_metrics"
 
     plain = rendered(airflow("tasks", "render", "pulsecart_dead_letter_reconciliation", "reconcile_user_actions",
