@@ -21,6 +21,7 @@ from tests.helpers import (
     CuttingProxy,
     five_days_with_markers,
     has_marker,
+    history_begins,
     insert_events,
     interrupt_when_running,
     run_pulsecart,
@@ -429,6 +430,7 @@ def test_a_signal_while_the_commit_is_under_way_keeps_a_day_that_committed(conn,
 # --- 2. A dead run never looks alive -------------------------------------------------------------------
 
 def test_a_killed_run_reads_as_failed_at_once_without_another_run(cli, conn, db_url):
+    history_begins(conn)   # the two days before are in the history: missing, not before it
     conn.execute(SLOW_METRICS.format(seconds=1))
     victim = start(db_url, "metrics", "--date", "2025-03-03")
     wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the run's slow statement")
