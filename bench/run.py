@@ -9,9 +9,11 @@ runs after a warm-up. Results: bench/results/latest.json and a Markdown table on
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -20,20 +22,22 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pulsecart_cli import database, emulator, migrations, pubsub
+from pulsecart_cli import adopt, database, emulator, migrations, pubsub
 from pulsecart_cli.dates import day_bounds, days_between
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.queries import parse_named, query
 from pulsecart_cli.reconcile import Options, Reconciler
+from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.runner import run_daily_job
-from pulsecart_cli.seed import SeedSpec, seed_events
+from pulsecart_cli.seed import EVENT_MIX, SeedSpec, seed_events
+from pulsecart_cli.status import day_states
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
@@ -43,9 +47,11 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
 HERE = Path(__file__).resolve().parent
 SQL = parse_named((HERE / "seed_sql" / "aggregate.sql").read_text())
 PROFILES = {
-    "full": {"events": 1_000_000, "users": 100_000, "messages": 20_000, "repeats": 5},
-    "quick": {"events": 100_000, "users": 10_000, "messages": 2_000, "repeats": 3},
-    "tiny": {"events": 2_000, "users": 200, "messages": 200, "repeats": 1},
+    "full": {"events": 1_000_000, "users": 100_000, "messages": 20_000, "repeats": 5, "insert_s": 5.0,
+             "year_events": 100_000},
+    "quick": {"events": 100_000, "users": 10_000, "messages": 2_000, "repeats": 3, "insert_s": 2.0,
+              "year_events": 10_000},
+    "tiny": {"events": 2_000, "users": 200, "messages": 200, "repeats": 1, "insert_s": 0.5, "year_events": 2_000},
 }
 D = date(2025, 3, 30)
 SEED_LOOP_BACKLOG = 3_000
@@ -414,10 +420,300 @@ def bench_memory(server_url: str, url7: str, url30: str, profile: dict) -> dict:
     }
 
 
+# --- 6. the consumer's inserts, with and without change tracking ----------------------------------------------
+
+WRITERS = 4
+BATCH_ROWS = 500
+RECENT_DAYS = 3
+ADOPT_DAYS = 3
+EVENT_TYPES = tuple(name for name, _ in EVENT_MIX)
+INSERT_EVENT = 'INSERT INTO public.events (event_id, user_id, event_type, "timestamp", payload) VALUES '
+ONE_ROW = "(%s, %s, %s, %s, %s)"
+INSERT_VARIANTS = {
+    "single_row": "single-row INSERT, autocommit",
+    "multi_row_500": f"{BATCH_ROWS}-row INSERT statement a transaction",
+    "executemany_500": f"{BATCH_ROWS} single-row INSERTs a transaction (executemany)",
+}
+
+
+class ConsumerRows:
+    """Events as the consumer writes them: random ids, timestamps spread over the last RECENT_DAYS days.
+    Cheap to make (the client shares the machine's cores with the server), and the same with or without
+    change tracking."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)  # noqa: S311 - test data
+        now = datetime.now(UTC)
+        self.stamps = [(now - timedelta(microseconds=self.rng.randrange(RECENT_DAYS * 86_400_000_000))).isoformat()
+                       for _ in range(4096)]
+        self.i = 0
+
+    def take(self, count: int) -> list[tuple]:
+        rows = []
+        bits = self.rng.getrandbits
+        for _ in range(count):
+            self.i += 1
+            rows.append((f"{bits(128):032x}", f"u{self.i % 10_007:06d}", EVENT_TYPES[self.i % 4],
+                         self.stamps[self.i % 4096], '{"product_id": "p00042"}'))
+        return rows
+
+
+def insert_rows(conn: psycopg.Connection, rows: ConsumerRows, variant: str) -> int:
+    """One unit of the consumer's writing (``variant``: a key of INSERT_VARIANTS); returns the rows written."""
+    if variant == "single_row":
+        conn.execute(INSERT_EVENT + ONE_ROW, rows.take(1)[0])
+        return 1
+    batch = rows.take(BATCH_ROWS)
+    if variant == "multi_row_500":   # autocommit: the statement is its transaction
+        conn.execute(INSERT_EVENT + ", ".join([ONE_ROW] * BATCH_ROWS), [v for row in batch for v in row])
+    else:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(INSERT_EVENT + ONE_ROW, batch)
+    return BATCH_ROWS
+
+
+def insert_rate(url: str, variant: str, seconds: float) -> float:
+    """Rows a second that WRITERS threads, each on its own autocommit connection, write for ``seconds``."""
+    connections = [psycopg.connect(url, autocommit=True) for _ in range(WRITERS)]
+    counts = [0] * WRITERS
+    failures: list[psycopg.Error] = []
+    go = threading.Barrier(WRITERS + 1)
+    deadline = [0.0]
+
+    def write(i: int) -> None:
+        rows = ConsumerRows(i)
+        go.wait()
+        try:
+            while time.perf_counter() < deadline[0]:
+                counts[i] += insert_rows(connections[i], rows, variant)
+        except psycopg.Error as exc:  # re-raised on the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline[0] = time.perf_counter() + seconds
+        started = time.perf_counter()
+        go.wait()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+    finally:
+        for conn in connections:
+            conn.close()
+    if failures:
+        raise failures[0]
+    return sum(counts) / elapsed
+
+
+def migrated_pair(server_url: str) -> tuple[str, str]:
+    """Two fresh databases migrated by pulsecart: change tracking as installed, and the events triggers dropped."""
+    urls = []
+    for name in ("bench_tracked", "bench_untracked"):
+        url = empty_database(server_url, name)
+        with database.connection(url) as conn:
+            migrations.migrate(conn)
+        urls.append(url)
+    with psycopg.connect(urls[1], autocommit=True) as conn:
+        for trigger in (*adopt.EVENT_TRIGGERS, adopt.TRUNCATE_TRIGGER[0]):
+            conn.execute(f"DROP TRIGGER {trigger} ON events")
+    return urls[0], urls[1]
+
+
+def empty_database(server_url: str, name: str) -> str:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    return make_conninfo(server_url, dbname=name)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {conninfo_to_dict(url)['dbname']} WITH (FORCE)")
+
+
+def bench_consumer_inserts(server_url: str, seconds: float, repeats: int) -> dict:
+    """Insert throughput of WRITERS concurrent consumer threads into events with pulsecart's change tracking
+    and without it (the same migrated database, its events triggers dropped), for each way of writing; the
+    median of ``repeats`` rounds, the two databases alternating. Each measurement starts from an empty,
+    checkpointed events table."""
+    tracked, untracked = migrated_pair(server_url)
+    rates: dict[str, dict[str, list[float]]] = {v: {"with": [], "without": []} for v in INSERT_VARIANTS}
+    for round_ in range(repeats):
+        for variant in INSERT_VARIANTS:
+            order = [("with", tracked), ("without", untracked)]
+            for label, url in order if round_ % 2 == 0 else reversed(order):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("TRUNCATE events")
+                    settle(conn, "VACUUM events")
+                rates[variant][label].append(insert_rate(url, variant, seconds))
+    results: dict = {"writers": WRITERS, "seconds_each": seconds, "rounds": repeats}
+    for variant, by in rates.items():
+        with_, without = statistics.median(by["with"]), statistics.median(by["without"])
+        results[variant] = {"with_rows_per_s": with_, "without_rows_per_s": without, "ratio": with_ / without}
+    for url in (tracked, untracked):
+        drop_database(server_url, url)
+    return results
+
+
+def seed_database_module():
+    """tests/seed_database.py: the database production has (the consumer's events, the seed's tables)."""
+    spec = importlib.util.spec_from_file_location("seed_database", HERE.parent / "tests" / "seed_database.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def production_database(server_url: str, name: str, spec: SeedSpec, seed_dag_days: int = 0) -> str:
+    """A database built as production has it, without pulsecart, vacuumed and checkpointed."""
+    url = empty_database(server_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed_database_module().build(conn, spec, seed_dag_days=seed_dag_days)
+        settle(conn, "VACUUM ANALYZE")
+    return url
+
+
+def bench_inserts_during_migrate(server_url: str, profile: dict) -> dict:
+    """The worst single-row insert latency of WRITERS consumer threads (lock_timeout 1 s, as a consumer
+    might set it) while `pulsecart db migrate` adopts a database built as production has it (ADOPT_DAYS
+    days of events, the seed's DAG run for one), against the worst in the second before the migrate; and
+    how many inserts failed."""
+    spec = SeedSpec(D - timedelta(days=ADOPT_DAYS - 1), ADOPT_DAYS, profile["users"], profile["events"], 42)
+    url = production_database(server_url, "bench_adopt", spec, seed_dag_days=1)
+    stop = threading.Event()
+    samples: list[list[tuple[float, float, str | None]]] = [[] for _ in range(WRITERS)]  # (start, seconds, error)
+
+    def write(i: int) -> None:
+        rows = ConsumerRows(100 + i)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '1s'")
+            while not stop.is_set():
+                started = time.perf_counter()
+                try:
+                    insert_rows(conn, rows, "single_row")
+                    error = None
+                except psycopg.Error as exc:
+                    error = first_line(exc)
+                samples[i].append((started, time.perf_counter() - started, error))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        before = time.perf_counter()
+        time.sleep(1.0)
+        migrate_started = time.perf_counter()
+        pulsecart_cli(url, "db", "migrate")
+        migrate_ended = time.perf_counter()
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    every = [s for thread_samples in samples for s in thread_samples]
+    during = [s for s in every if migrate_started <= s[0] <= migrate_ended]
+    errors = [s[2] for s in every if s[2]]
+    drop_database(server_url, url)
+    return {"events": spec.days * spec.events_per_day, "migrate_s": migrate_ended - migrate_started,
+            "inserts_during_migrate": len(during),
+            "worst_insert_during_migrate_ms": max(s[1] for s in during) * 1000,
+            "worst_insert_before_migrate_ms": max(s[1] for s in every if before <= s[0] < migrate_started) * 1000,
+            "failed_inserts": len(errors), "first_failure": errors[0] if errors else None}
+
+
+def pulsecart_cli(url: str, *args: str) -> float:
+    """Runs `pulsecart ARGS` as a user does (a new process); returns its wall time."""
+    return pulsecart_cli_output(url, *args)[0]
+
+
+def pulsecart_cli_output(url: str, *args: str) -> tuple[float, str]:
+    """Runs `pulsecart ARGS` as a user does (a new process); returns its wall time and its stdout."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "pulsecart_cli", *args], capture_output=True, text=True,
+                            env=os.environ | {"PULSECART_DATABASE_URL": url}, check=False)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"pulsecart {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}")
+    return elapsed, result.stdout
+
+
+# --- 7. status --------------------------------------------------------------------------------------------------
+
+STATUS_BACKLOG = 100_000
+
+
+def cli_median(url: str, args: tuple[str, ...], repeats: int) -> float:
+    return median_time(lambda: pulsecart_cli(url, *args), max(3, repeats))
+
+
+def status_args(last: date, days: int) -> tuple[str, ...]:
+    return ("status", "--json", "--end", str(last), "--days", str(days))
+
+
+def add_change_backlog(url: str, day: date, rows: int) -> None:
+    """Unfolded change rows, as a day of single-row consumer inserts leaves them before the next run folds."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO event_changes (day) SELECT %s FROM generate_series(1, %s)", (day, rows))
+        conn.execute("VACUUM ANALYZE event_changes")
+
+
+def bench_status(url: str, repeats: int) -> dict:
+    """`pulsecart status --days 30` (the CLI, a new process each time) on the 30-day database after both
+    jobs ran over every day; then with STATUS_BACKLOG unfolded change rows for today (outside the window, as
+    the consumer leaves them), then as many again for the window's last day. Against the CLI's start-up
+    (`pulsecart --version`) and the library call (status.day_states for both jobs) on an open connection."""
+    days = days_between(D - timedelta(days=29), D)
+    assert run_daily_job(url, "metrics", days, INVOCATION).ok   # aggregate ran them all in bench_window
+    args = status_args(D, len(days))
+    results = {"days": len(days), "backlog_rows": STATUS_BACKLOG,
+               "cli_startup_s": cli_median(url, ("--version",), repeats), "cli_s": cli_median(url, args, repeats)}
+    with connect(url, autocommit=True) as conn:
+        results["library_s"] = median_time(lambda: [day_states(conn, job, days) for job in DAILY_JOBS], repeats)
+    add_change_backlog(url, datetime.now(UTC).date(), STATUS_BACKLOG)
+    results["cli_backlog_today_s"] = cli_median(url, args, repeats)
+    add_change_backlog(url, D, STATUS_BACKLOG)
+    results["cli_backlog_in_window_s"] = cli_median(url, args, repeats)
+    return results
+
+
+# --- 8. a year of history ---------------------------------------------------------------------------------------
+
+YEAR_DAYS = 365
+
+
+def bench_year(server_url: str, profile: dict, repeats: int) -> dict:
+    """A year of events, built as production has it and adopted by `pulsecart db migrate` (no pulsecart run
+    before): the migrate, `status --days 365`, `aggregate` and `metrics` over the year with --only-missing,
+    then `status --days 365` again; each the CLI in a new process."""
+    first = D - timedelta(days=YEAR_DAYS - 1)
+    spec = SeedSpec(first, YEAR_DAYS, profile["users"], profile["year_events"], 42)
+    started = time.perf_counter()
+    url = production_database(server_url, "bench_year", spec)
+    results = {"days": YEAR_DAYS, "events_per_day": spec.events_per_day, "build_s": time.perf_counter() - started}
+    window = ("--window", f"{first}..{D}", "--only-missing", "--json")
+    results["migrate_s"] = pulsecart_cli(url, "db", "migrate")
+    results["status_before_runs_s"] = cli_median(url, status_args(D, YEAR_DAYS), repeats)
+    for job in DAILY_JOBS:
+        seconds, output = pulsecart_cli_output(url, job, *window)
+        results[f"{job}_s"] = seconds
+        results[f"{job}_days_succeeded"] = sum(d["status"] == "succeeded" for d in json.loads(output)["days"])
+    results["status_after_runs_s"] = cli_median(url, status_args(D, YEAR_DAYS), repeats)
+    states = json.loads(pulsecart_cli_output(url, *status_args(D, YEAR_DAYS))[1])["jobs"]
+    results["status_after_runs_counts"] = {job: states[job]["counts"] for job in states}
+    with connect(url, autocommit=True) as conn:
+        results["database_gb"] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e9
+    drop_database(server_url, url)
+    return results
+
+
 # --- report -----------------------------------------------------------------------------------------------------
 
 def ratios(r: dict) -> dict:
     a7, a30, w, m, rc = r["aggregate_7"], r["aggregate_30"], r["window"], r["metrics"], r["reconcile"]
+    st, yr = r["status"], r["year_of_history"]
     return {
         "aggregate rerun ÷ floor (30 days of history)": a30["pulsecart_rerun_s"] / a30["floor_s"],
         "aggregate first run (the nightly run) ÷ floor (30 days of history)":
@@ -445,7 +741,19 @@ def ratios(r: dict) -> dict:
         "seed peak memory, 10 days ÷ 1 day": r["memory"]["seed_10_days_mb"] / r["memory"]["seed_1_day_mb"],
         "reconcile peak memory, whole ÷ a tenth of the backlog":
             r["memory"]["reconcile_full_backlog_mb"] / r["memory"]["reconcile_tenth_backlog_mb"],
+        **{insert_ratio_name(label): r["consumer_inserts"][variant]["ratio"]
+           for variant, label in INSERT_VARIANTS.items()},
+        "status 30 days ÷ CLI start-up (pulsecart --version)": st["cli_s"] / st["cli_startup_s"],
+        f"status 30 days with {STATUS_BACKLOG:,} unfolded change rows for today ÷ without":
+            st["cli_backlog_today_s"] / st["cli_s"],
+        f"status 30 days with {STATUS_BACKLOG:,} more for the window's last day ÷ without":
+            st["cli_backlog_in_window_s"] / st["cli_s"],
+        "year: status 365 days after the runs ÷ before": yr["status_after_runs_s"] / yr["status_before_runs_s"],
     }
+
+
+def insert_ratio_name(label: str) -> str:
+    return f"consumer inserts with ÷ without change tracking: {label} (throughput)"
 
 
 GOALS = {
@@ -460,7 +768,9 @@ GOALS = {
     "aggregate peak memory, 30 ÷ 7 days of history": ("≤", 1.2),
     "seed peak memory, 10 days ÷ 1 day": ("≤", 1.2),
     "reconcile peak memory, whole ÷ a tenth of the backlog": ("≤", 1.2),
+    **{insert_ratio_name(label): ("≥", 0.9) for label in INSERT_VARIANTS.values()},
 }
+STATUS_GOAL_S = 1.0  # at the full profile
 
 
 def markdown(results: dict) -> str:
@@ -492,10 +802,44 @@ def markdown(results: dict) -> str:
     lines += ["", f"seed load rate: {results['seed_events_per_s']:,.0f} events/s", "",
               "| command | peak memory (MB) |", "| --- | ---: |"]
     lines += [f"| {k.removesuffix('_mb')} | {v:.0f} |" for k, v in results["memory"].items()]
+    lines += ["", *markdown_new_sections(results)]
     if m["seed_on_bad_totals"]:
         lines += ["", (f"The seed's metrics statement as written fails on the seeded bad order totals "
                       f"(`{m['seed_on_bad_totals']}`); it was timed after day D's totals were cleaned.")]
     return "\n".join(lines)
+
+
+def markdown_new_sections(results: dict) -> list[str]:
+    ci, mi, st, yr = (results[k] for k in ("consumer_inserts", "inserts_during_migrate", "status", "year_of_history"))
+    lines = [(f"| consumer inserts, {ci['writers']} writers, {ci['seconds_each']:g} s each (rows/s, median of "
+              f"{ci['rounds']}) | with change tracking | without | with ÷ without |"), "| --- | ---: | ---: | ---: |"]
+    for variant, label in INSERT_VARIANTS.items():
+        v = ci[variant]
+        lines.append(f"| {label} | {v['with_rows_per_s']:,.0f} | {v['without_rows_per_s']:,.0f} | {v['ratio']:.2f} |")
+    lines += ["", (f"While `pulsecart db migrate` adopted a database built as production has it ({mi['events']:,} events, "
+                   f"{mi['migrate_s']:.1f} s): worst single-row insert of {WRITERS} consumer threads "
+                   f"{mi['worst_insert_during_migrate_ms']:.0f} ms (in the second before: "
+                   f"{mi['worst_insert_before_migrate_ms']:.0f} ms), {mi['inserts_during_migrate']:,} inserts, "
+                   f"{mi['failed_inserts']} failed" + (f" (`{mi['first_failure']}`)" if mi["first_failure"] else "") + "."),
+              "", "| status (the CLI, median) | seconds |", "| --- | ---: |",
+              f"| CLI start-up (pulsecart --version) | {st['cli_startup_s']:.3f} |",
+              f"| status --days {st['days']}, both jobs run (library call: {st['library_s']:.3f} s) | {st['cli_s']:.3f} |",
+              f"| the same with {st['backlog_rows']:,} unfolded change rows for today | {st['cli_backlog_today_s']:.3f} |",
+              f"| the same with {st['backlog_rows']:,} more for the window's last day | {st['cli_backlog_in_window_s']:.3f} |"]
+    verdict = "met" if max(st["cli_s"], st["cli_backlog_today_s"]) < STATUS_GOAL_S else "MISSED"
+    lines += ["", (f"status goal (full profile): under {STATUS_GOAL_S:g} s with and without the backlog for today: "
+                   f"{verdict} at this profile."), "",
+              (f"| a year of history: {yr['days']} days of {yr['events_per_day']:,} events ({yr['database_gb']:.1f} GB) "
+               "| seconds | per day (ms) |"), "| --- | ---: | ---: |"]
+    for key, label in (("build_s", "built as production has it (COPY, indexes; not pulsecart)"),
+                       ("migrate_s", "db migrate (adoption)"), ("status_before_runs_s", "status --days 365, no run yet"),
+                       ("aggregate_s", "aggregate --window (the year) --only-missing"),
+                       ("metrics_s", "metrics --window (the year) --only-missing"),
+                       ("status_after_runs_s", "status --days 365 after both")):
+        lines.append(f"| {label} | {yr[key]:.2f} | {yr[key] * 1000 / yr['days']:.1f} |")
+    lines += ["", (f"Days that succeeded: aggregate {yr['aggregate_days_succeeded']}, metrics {yr['metrics_days_succeeded']}; "
+                   f"status after: {json.dumps(yr['status_after_runs_counts'])}.")]
+    return lines
 
 
 RUNNING_EMULATOR = None
@@ -530,6 +874,13 @@ def main() -> None:
         log("metrics"); results["metrics"] = bench_metrics(url30, repeats)
         results["reconcile"] = bench_reconcile(url30, profile["messages"], max(1, repeats // 2))
         log("peak memory"); results["memory"] = bench_memory(server_url, url7, url30, profile)
+        log("status"); results["status"] = bench_status(url30, repeats)
+        log("consumer inserts"); results["consumer_inserts"] = bench_consumer_inserts(
+            server_url, profile["insert_s"], repeats)
+        log("inserts during db migrate"); results["inserts_during_migrate"] = bench_inserts_during_migrate(
+            server_url, profile)
+        log(f"a year of history, {profile['year_events']:,} events a day")
+        results["year_of_history"] = bench_year(server_url, profile, repeats)
         results["ratios"] = ratios(results)
     finally:
         RUNNING_EMULATOR.stop()

@@ -26,3 +26,23 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     assert results["memory"]["reconcile_full_backlog_mb"] > 0
     assert "invalid input syntax for type numeric" in results["metrics"]["seed_on_bad_totals"]
     assert "| aggregate rerun ÷ floor (30 days of history) |" in result.stdout
+    assert len(results["ratios"]) >= 19
+    inserts = results["consumer_inserts"]
+    for variant in ("single_row", "multi_row_500", "executemany_500"):
+        assert_positive(inserts[variant], "with_rows_per_s", "without_rows_per_s", "ratio")
+    migrate = results["inserts_during_migrate"]
+    assert_positive(migrate, "migrate_s", "worst_insert_during_migrate_ms", "worst_insert_before_migrate_ms")
+    assert migrate["inserts_during_migrate"] > 0
+    assert migrate["failed_inserts"] == 0, migrate["first_failure"]
+    assert_positive(results["status"], "cli_startup_s", "cli_s", "library_s", "cli_backlog_today_s",
+                    "cli_backlog_in_window_s")
+    year = results["year_of_history"]
+    assert_positive(year, "build_s", "migrate_s", "status_before_runs_s", "aggregate_s", "metrics_s",
+                    "status_after_runs_s")
+    assert year["days"] == year["aggregate_days_succeeded"] == year["metrics_days_succeeded"] == 365
+    assert "| consumer inserts, 4 writers" in result.stdout
+
+
+def assert_positive(section: dict, *keys: str) -> None:
+    for key in keys:
+        assert math.isfinite(section[key]) and section[key] > 0, (key, section[key])
