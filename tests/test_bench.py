@@ -28,6 +28,7 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     assert "| aggregate rerun ÷ floor (30 days of history) |" in result.stdout
     assert len(results["ratios"]) >= 19
     inserts = results["consumer_inserts"]
+    assert inserts["change_rows_written"] > 0
     for variant in ("single_row", "multi_row_500", "executemany_500"):
         assert_positive(inserts[variant], "with_rows_per_s", "without_rows_per_s", "ratio")
     migrate = results["inserts_during_migrate"]
