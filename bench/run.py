@@ -652,7 +652,7 @@ STATUS_BACKLOG = 100_000
 
 
 def cli_median(url: str, args: tuple[str, ...], repeats: int) -> float:
-    return median_time(lambda: pulsecart_cli(url, *args), max(3, repeats))
+    return median_time(lambda: pulsecart_cli(url, *args), max(5, repeats))
 
 
 def status_args(last: date, days: int) -> tuple[str, ...]:
@@ -693,7 +693,8 @@ YEAR_DAYS = 365
 def bench_year(server_url: str, profile: dict, repeats: int) -> dict:
     """A year of events, built as production has it and adopted by `pulsecart db migrate` (no pulsecart run
     before): the migrate, `status --days 365`, `aggregate` and `metrics` over the year with --only-missing,
-    then `status --days 365` again; each the CLI in a new process."""
+    then `status --days 365` again, and once more with STATUS_BACKLOG unfolded change rows for the last day;
+    each the CLI in a new process."""
     first = D - timedelta(days=YEAR_DAYS - 1)
     spec = SeedSpec(first, YEAR_DAYS, profile["users"], profile["year_events"], 42)
     started = time.perf_counter()
@@ -709,6 +710,8 @@ def bench_year(server_url: str, profile: dict, repeats: int) -> dict:
     results["status_after_runs_s"] = cli_median(url, status_args(D, YEAR_DAYS), repeats)
     states = json.loads(pulsecart_cli_output(url, *status_args(D, YEAR_DAYS))[1])["jobs"]
     results["status_after_runs_counts"] = {job: states[job]["counts"] for job in states}
+    add_change_backlog(url, D, STATUS_BACKLOG)
+    results["status_backlog_in_window_s"] = cli_median(url, status_args(D, YEAR_DAYS), repeats)
     with connect(url, autocommit=True) as conn:
         results["database_gb"] = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 1e9
     drop_database(server_url, url)
@@ -844,7 +847,9 @@ def markdown_new_sections(results: dict) -> list[str]:
                        ("migrate_s", "db migrate (adoption)"), ("status_before_runs_s", "status --days 365, no run yet"),
                        ("aggregate_s", "aggregate --window (the year) --only-missing"),
                        ("metrics_s", "metrics --window (the year) --only-missing"),
-                       ("status_after_runs_s", "status --days 365 after both")):
+                       ("status_after_runs_s", "status --days 365 after both"),
+                       ("status_backlog_in_window_s",
+                        f"the same with {STATUS_BACKLOG:,} unfolded change rows for the last day")):
         lines.append(f"| {label} | {yr[key]:.2f} | {yr[key] * 1000 / yr['days']:.1f} |")
     lines += ["", (f"Days that succeeded: aggregate {yr['aggregate_days_succeeded']}, metrics {yr['metrics_days_succeeded']}; "
                    f"status after: {json.dumps(yr['status_after_runs_counts'])}.")]

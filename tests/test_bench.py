@@ -39,7 +39,7 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
                     "cli_backlog_in_window_s")
     year = results["year_of_history"]
     assert_positive(year, "build_s", "migrate_s", "status_before_runs_s", "aggregate_s", "metrics_s",
-                    "status_after_runs_s")
+                    "status_after_runs_s", "status_backlog_in_window_s")
     assert year["days"] == year["aggregate_days_succeeded"] == year["metrics_days_succeeded"] == 365
     assert "| consumer inserts, 4 writers" in result.stdout
 
