@@ -22,6 +22,8 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     assert {"aggregate_7", "aggregate_30", "window", "metrics", "reconcile", "memory", "ratios"} <= set(results)
     assert len(results["ratios"]) >= 12
     assert all(math.isfinite(v) and v > 0 for v in results["ratios"].values())
+    assert results["scores_without_statistics"]["tables_analysed_before"] == 0   # the step really ran unanalysed
+    assert "carried-forward score step, never analysed ÷ after ANALYZE" in results["ratios"]
     assert results["reconcile"]["messages"] == 200
     assert results["memory"]["reconcile_full_backlog_mb"] > 0
     assert "invalid input syntax for type numeric" in results["metrics"]["seed_on_bad_totals"]
