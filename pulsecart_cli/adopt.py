@@ -64,6 +64,7 @@ class Table:
     columns: dict[str, str] = field(default_factory=dict)  # name: type
     triggers: set[str] = field(default_factory=set)
     partitions: list["Table"] = field(default_factory=list)  # leaf partitions, when partitioned
+    schema: str = APP_SCHEMA  # a partition may live in another schema than its parent
 
     @property
     def exists(self) -> bool:
@@ -71,7 +72,7 @@ class Table:
 
     @property
     def ident(self) -> sql.Composable:
-        return sql.Identifier(APP_SCHEMA, self.name)
+        return sql.Identifier(self.schema, self.name)
 
 
 def inspect(conn: psycopg.Connection, name: str) -> Table:
@@ -90,8 +91,7 @@ def inspect(conn: psycopg.Connection, name: str) -> Table:
                 FROM pg_partition_tree(%s) t JOIN pg_class c ON c.oid = t.relid
                 JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE t.isleaf ORDER BY c.relname""", (table.oid,)):
-            part = Table(part_name, oid, "r", owned)
-            part.schema = schema  # type: ignore[attr-defined]
+            part = Table(part_name, oid, "r", owned, schema=schema)
             _describe(conn, part)
             table.partitions.append(part)
     return table
@@ -103,10 +103,6 @@ def _describe(conn: psycopg.Connection, table: Table) -> None:
         WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped""", (table.oid,)).fetchall())
     table.triggers = {r[0] for r in conn.execute(
         "SELECT tgname FROM pg_trigger WHERE tgrelid = %s", (table.oid,))}
-
-
-def _partition_ident(part: Table) -> sql.Composable:
-    return sql.Identifier(getattr(part, "schema", APP_SCHEMA), part.name)
 
 
 # --- locks ------------------------------------------------------------------------------------------------
@@ -248,7 +244,7 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
     if not _has_day_index(conn, events):
         steps.append(_day_index_step(conn, events))
     tables = [events, *events.partitions]
-    idents = [events.ident] + [_partition_ident(p) for p in events.partitions]
+    idents = [events.ident] + [p.ident for p in events.partitions]
     statements = [_trigger_sql(name, body, events.ident, schema)
                   for name, body in EVENT_TRIGGERS.items() if name not in events.triggers]
     statements += [_trigger_sql(TRUNCATE_TRIGGER[0], TRUNCATE_TRIGGER[1], ident, schema)
@@ -260,7 +256,7 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
         lacking = [t for t in tables if not _can_trigger(conn, t)]
         if lacking:
             step.needs = "the TRIGGER privilege on public.events" + (" and its partitions" if events.partitions else "")
-            step.owner_sql = [f"GRANT TRIGGER ON {_partition_ident(t).as_string(conn)} TO "
+            step.owner_sql = [f"GRANT TRIGGER ON {t.ident.as_string(conn)} TO "
                               f"{sql.Identifier(role).as_string(conn)};" for t in lacking]
         steps.append(step)
     return steps
@@ -297,10 +293,10 @@ def _day_index_step(conn: psycopg.Connection, events: Table) -> Step:
         for part in events.partitions:
             name = _partition_index_name(part)
             owners_sql.append(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {};").format(
-                sql.Identifier(name), _partition_ident(part), DAY_INDEX_DEFINITION).as_string(conn))
+                sql.Identifier(name), part.ident, DAY_INDEX_DEFINITION).as_string(conn))
             owners_sql.append(sql.SQL("ALTER INDEX {} ATTACH PARTITION {};").format(
                 sql.Identifier(APP_SCHEMA, DAY_INDEX),
-                sql.Identifier(getattr(part, "schema", APP_SCHEMA), name)).as_string(conn))
+                sql.Identifier(part.schema, name)).as_string(conn))
     else:
         owners_sql.append(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {};").format(
             sql.Identifier(DAY_INDEX), events.ident, DAY_INDEX_DEFINITION).as_string(conn))
@@ -319,10 +315,9 @@ def _day_index_step(conn: psycopg.Connection, events: Table) -> Step:
             if part.oid in attached:
                 continue
             name = _partition_index_name(part)
-            schema = getattr(part, "schema", APP_SCHEMA)
-            build_index_concurrently(c, name, _partition_ident(part), schema, DAY_INDEX_DEFINITION)
+            build_index_concurrently(c, name, part.ident, part.schema, DAY_INDEX_DEFINITION)
             with_brief_locks(c, [], [sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
-                sql.Identifier(APP_SCHEMA, DAY_INDEX), sql.Identifier(schema, name))], f"the day index on {part.name}")
+                sql.Identifier(APP_SCHEMA, DAY_INDEX), sql.Identifier(part.schema, name))], f"the day index on {part.name}")
 
     unowned = [t for t in (events, *events.partitions) if not t.owned]
     step = Step(f"built the day index {DAY_INDEX} on public.events concurrently"
