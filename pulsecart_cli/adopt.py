@@ -185,9 +185,9 @@ class Plan:
         return [s for s in self.steps if s.needs]
 
 
-def plan(conn: psycopg.Connection, schema: str) -> Plan:
-    """What creating or adopting the application's tables takes; looks, changes nothing."""
-    role = one_row(conn.execute("SELECT current_user"))[0]
+def plan(conn: psycopg.Connection, schema: str, role: str) -> Plan:
+    """What creating or adopting the application's tables takes for ``role`` (the migrating one); looks,
+    changes nothing."""
     steps: list[Step] = []
     adopted: list[str] = []
     tables = {name: inspect(conn, name) for name in ("events", "event_aggregates", "daily_metrics",

@@ -70,9 +70,10 @@ class MigrateReport:
     changed: list[str] = field(default_factory=list)  # what was done to the application's tables
 
 
-def available() -> list[Migration]:
+def available(package: str = "pulsecart_cli.sql.migrations") -> list[Migration]:
+    """The migration files of ``package`` (the earlier pulsecart's: ``pulsecart_cli.sql.migrations.legacy``)."""
     found = []
-    for entry in files("pulsecart_cli.sql.migrations").iterdir():
+    for entry in files(package).iterdir():
         if entry.name.endswith(".sql"):
             number, _, rest = entry.name.removesuffix(".sql").partition("_")
             found.append(Migration(int(number), rest, entry.read_text()))
@@ -122,7 +123,7 @@ def migrate(conn: psycopg.Connection) -> MigrateReport:
         refuse_newer(done)
         schema = schema_name()
         role = one_row(conn.execute("SELECT current_user"))[0]
-        plan = adopt.plan(conn, schema)
+        plan = adopt.plan(conn, schema, role)
         adopt.refuse_missing(plan.steps, role)
         report = MigrateReport(adopted=plan.adopted if not done else [])
         _create_schema(conn, schema, role)
@@ -180,11 +181,11 @@ def _move_from_public(conn: psycopg.Connection, schema: str) -> None:
     """An earlier pulsecart's tables: its pending legacy migrations applied in public, then its own objects
     moved into the schema (they are 0001's), its ledger replaced by the schema's."""
     applied_legacy = {r[0] for r in conn.execute("SELECT version FROM public.schema_migrations")}
-    for entry in sorted(files("pulsecart_cli.sql.migrations.legacy").iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql") and int(entry.name.partition("_")[0]) not in applied_legacy:
+    for migration in available("pulsecart_cli.sql.migrations.legacy"):
+        if migration.version not in applied_legacy:
             with conn.transaction():
                 conn.execute("SET LOCAL search_path = public")
-                conn.execute(entry.read_text())
+                conn.execute(migration.sql)
     target = sql.Identifier(schema)
     statements: list[adopt.Statement] = [
         sql.SQL("ALTER TABLE public.{} SET SCHEMA {}").format(sql.Identifier(t), target) for t in LEGACY_TABLES]

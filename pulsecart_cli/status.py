@@ -174,6 +174,11 @@ USUAL_WEEKS = 4
 MIN_USUAL_WEEKS = 2
 
 
+def usual_volume(weeks: list[int]) -> int | None:
+    """The median of the same weekday over the previous weeks with counts; None with fewer than two."""
+    return int(statistics.median(weeks)) if len(weeks) >= MIN_USUAL_WEEKS else None
+
+
 @dataclass(frozen=True)
 class Completeness:
     day: date
@@ -187,8 +192,7 @@ class Completeness:
 
     @property
     def usual(self) -> int | None:
-        """The median of the same weekday over the previous weeks with counts; None with fewer than two."""
-        return int(statistics.median(self.usual_weeks)) if len(self.usual_weeks) >= MIN_USUAL_WEEKS else None
+        return usual_volume(self.usual_weeks)
 
     @property
     def share(self) -> float | None:
@@ -213,10 +217,9 @@ def completeness(conn: psycopg.Connection, day: date, grace: timedelta, min_shar
     newest = one_row(conn.execute(query("status.newest_event")))[0]
     events, usual_weeks = one_row(conn.execute(query("status.day_volume"), {"day": day, "start": start, "end": end}))
     if accept_as is not None:
-        usual = int(statistics.median(usual_weeks)) if len(usual_weeks) >= MIN_USUAL_WEEKS else None
         conn.execute(query("status.accept"), {
             "day": day, "trigger": accept_as.trigger, "airflow_run_id": accept_as.airflow_run_id, "events": events,
-            "details": Jsonb({"events": events, "usual": usual, "weeks": len(usual_weeks)}),
+            "details": Jsonb({"events": events, "usual": usual_volume(usual_weeks), "weeks": len(usual_weeks)}),
             "host": socket.gethostname(), "pid": os.getpid(), "version": __version__})
     accepted_at = one_row(conn.execute(query("status.accepted"), {"day": day}))[0]
     threshold = end + grace
