@@ -25,23 +25,21 @@ LOCK_ATTEMPTS = 30
 EVENT_COLUMNS = ("event_id", "user_id", "event_type", "timestamp", "payload")
 DAY_INDEX = "events_pulsecart_day_idx"
 AGGREGATES_INDEX = "event_aggregates_pulsecart_day_idx"
-# BEFORE row triggers run at once, so the first row of a day sets the transaction's note and the WHEN
-# clause lets the day's later rows through without calling the function. Row triggers on a partitioned
-# table are cloned to every partition, present and future. BEFORE triggers fire in name order: the zz_
-# names run after the consumer's own (one that fills in "timestamp", say), so they see the final row.
-# The WHEN clause calls only built-in functions (the writer's role needs EXECUTE on what it calls); it is
-# event_day_key() of 0002, written out.
-DAY_KEY = ("CASE WHEN isfinite(NEW.\"timestamp\") THEN ' ' || ((NEW.\"timestamp\" AT TIME ZONE 'UTC')::date"
-           " - DATE '2000-01-01') || ' ' END")
+# BEFORE row triggers run at once, so the first row of a day sets the transaction's note and the day's
+# later rows return at the function's first check. The insert trigger has no WHEN clause: PostgreSQL
+# prepares one anew for every statement, which cost more than that check (0006). Row triggers on a
+# partitioned table are cloned to every partition, present and future. BEFORE triggers fire in name order:
+# the zz_ names run after the consumer's own (one that fills in "timestamp", say), so they see the final row.
 EVENT_TRIGGERS = {
-    "zz_pulsecart_note_insert": "BEFORE INSERT ON {table} FOR EACH ROW WHEN (strpos(coalesce(current_setting("
-                                "'pulsecart.changed_event_days', true), ''), " + DAY_KEY + ") = 0) "
-                                "EXECUTE FUNCTION {schema}.note_event_change()",
+    "zz_pulsecart_note_insert": "BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {schema}.note_event_change()",
     "zz_pulsecart_note_update": "BEFORE UPDATE ON {table} FOR EACH ROW WHEN ((OLD.user_id, OLD.event_type, "
                                 "OLD.\"timestamp\", OLD.payload::text) IS DISTINCT FROM (NEW.user_id, NEW.event_type, "
                                 "NEW.\"timestamp\", NEW.payload::text)) EXECUTE FUNCTION {schema}.note_event_change()",
     "zz_pulsecart_note_delete": "BEFORE DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {schema}.note_event_change()",
 }
+# What marks an earlier pulsecart's definition of a trigger: `db migrate` replaces it (CREATE OR REPLACE
+# TRIGGER, cloned to the partitions). Before 0006 the insert trigger had a WHEN clause.
+OUTDATED_TRIGGER_MARKS = {"zz_pulsecart_note_insert": " WHEN ("}
 TRUNCATE_TRIGGER = ("zz_pulsecart_note_truncate",
                     "AFTER TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {schema}.note_event_change()")
 AGGREGATE_TRIGGERS = {
@@ -62,7 +60,7 @@ class Table:
     kind: str | None = None  # r: table, p: partitioned, v: view
     owned: bool = False  # the migrating role owns it (or is a member of its owner)
     columns: dict[str, str] = field(default_factory=dict)  # name: type
-    triggers: set[str] = field(default_factory=set)
+    triggers: dict[str, str] = field(default_factory=dict)  # name: definition
     partitions: list["Table"] = field(default_factory=list)  # leaf partitions, when partitioned
     schema: str = APP_SCHEMA  # a partition may live in another schema than its parent
 
@@ -101,8 +99,8 @@ def _describe(conn: psycopg.Connection, table: Table) -> None:
     table.columns = dict(conn.execute("""
         SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
         WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped""", (table.oid,)).fetchall())
-    table.triggers = {r[0] for r in conn.execute(
-        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s", (table.oid,))}
+    table.triggers = dict(conn.execute(
+        "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s", (table.oid,)).fetchall())
 
 
 # --- locks ------------------------------------------------------------------------------------------------
@@ -245,14 +243,16 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
         steps.append(_day_index_step(conn, events))
     tables = [events, *events.partitions]
     idents = [events.ident] + [p.ident for p in events.partitions]
-    statements = [_trigger_sql(name, body, events.ident, schema)
-                  for name, body in EVENT_TRIGGERS.items() if name not in events.triggers]
+    statements = [_trigger_sql(name, body, events.ident, schema, replace=name in events.triggers)
+                  for name, body in EVENT_TRIGGERS.items() if not _current(events, name)]
     statements += [_trigger_sql(TRUNCATE_TRIGGER[0], TRUNCATE_TRIGGER[1], ident, schema)
                    for table, ident in zip(tables, idents, strict=True) if TRUNCATE_TRIGGER[0] not in table.triggers]
     if statements:
         locks = [(ident, "SHARE ROW EXCLUSIVE") for ident in idents]
-        step = Step(f"added change tracking to public.events (triggers on {len(tables)} table(s), run in the "
-                    "writer's transaction)", lambda c: with_brief_locks(c, locks, statements, "change tracking on events"))
+        done = ("added change tracking to public.events" if any(name not in events.triggers for name in EVENT_TRIGGERS)
+                else "updated the change tracking on public.events (a cheaper insert trigger)")
+        step = Step(f"{done} (triggers on {len(tables)} table(s), run in the writer's transaction)",
+                    lambda c: with_brief_locks(c, locks, statements, "change tracking on events"))
         lacking = [t for t in tables if not _can_trigger(conn, t)]
         if lacking:
             step.needs = "the TRIGGER privilege on public.events" + (" and its partitions" if events.partitions else "")
@@ -262,8 +262,15 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
     return steps
 
 
-def _trigger_sql(name: str, body: str, table: sql.Composable, schema: str) -> Statement:
-    return sql.SQL("CREATE TRIGGER {name} " + body).format(
+def _current(table: Table, trigger: str) -> bool:
+    """Whether ``table`` has ``trigger`` with its current definition."""
+    definition = table.triggers.get(trigger)
+    outdated = OUTDATED_TRIGGER_MARKS.get(trigger)
+    return definition is not None and not (outdated and outdated in definition)
+
+
+def _trigger_sql(name: str, body: str, table: sql.Composable, schema: str, replace: bool = False) -> Statement:
+    return sql.SQL(("CREATE OR REPLACE TRIGGER " if replace else "CREATE TRIGGER ") + "{name} " + body).format(
         name=sql.Identifier(name), table=table, schema=sql.Identifier(schema))
 
 

@@ -359,3 +359,33 @@ def test_the_seeds_old_dag_writing_after_migrate_does_not_empty_the_apps_scores(
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute(seed_database.SEED_AGGREGATE, {"day": date(2025, 3, 6)})   # one more night of the seed's DAG
         assert seed_database.app_scores(conn) == before
+
+
+def test_migrate_replaces_an_earlier_insert_trigger_on_every_partition_while_the_consumer_inserts(empty_db_url):
+    earlier = ("CREATE OR REPLACE TRIGGER zz_pulsecart_note_insert BEFORE INSERT ON events FOR EACH ROW WHEN"
+               " (strpos(coalesce(current_setting('pulsecart.changed_event_days', true), ''), CASE WHEN"
+               " isfinite(NEW.\"timestamp\") THEN ' ' || ((NEW.\"timestamp\" AT TIME ZONE 'UTC')::date"
+               " - DATE '2000-01-01') || ' ' END) = 0) EXECUTE FUNCTION pulsecart.note_event_change()")
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        seed_database.build(conn, SPEC, partitioned=True)
+    assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url}).returncode == 0
+    definitions = "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'zz_pulsecart_note_insert'"
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute(earlier)                   # as pulsecart before migration 0006 left it
+        assert all(" WHEN (" in d for (d,) in conn.execute(definitions))
+    result, _ = migrate_while_the_consumer_inserts(empty_db_url)
+    assert result.stdout.startswith("updated the change tracking on public.events (a cheaper insert trigger) "
+                                    f"(triggers on {SPEC.days + 12} table(s)")   # the parent and its partitions
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        found = [d for (d,) in conn.execute(definitions)]
+        assert len(found) == SPEC.days + 12 and not any(" WHEN (" in d for d in found)
+        conn.execute("DELETE FROM pulsecart.event_changes")
+        with conn.transaction():                # one change row a transaction and day, as before
+            for hour in (1, 2, 25):
+                conn.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\") VALUES"
+                             " (gen_random_uuid(), 'u', 'product.viewed', '2025-03-04 00:00Z'::timestamptz"
+                             " + make_interval(hours => %s))", (hour,))
+        assert conn.execute("SELECT day, changes FROM pulsecart.event_changes ORDER BY day").fetchall() == [
+            (date(2025, 3, 4), 1), (date(2025, 3, 5), 1)]
+    assert run_pulsecart("db", "migrate", env={"PULSECART_DATABASE_URL": empty_db_url}).stdout == (
+        "schema is up to date\n")
