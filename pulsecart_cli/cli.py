@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,6 +40,7 @@ from pulsecart_cli.errors import (
     EXIT_USAGE,
     CheckFailed,
     Interrupted,
+    JobFailed,
     MissingPrivileges,
     PulsecartError,
     UsageError,
@@ -287,21 +288,26 @@ ViaOpt = Annotated[Via, typer.Option(
     "--via", help="local: run the days here. airflow: print the `airflow backfill create` command that has "
                   "Airflow process exactly these days (with --run, run it).")]
 RunOpt = Annotated[bool, typer.Option(
-    "--run", help="With --via airflow: run the command with the airflow on PATH instead of printing it.")]
+    "--run", help="With --via airflow: run the command with the airflow on PATH instead of printing it, then wait "
+                  "for Airflow's runs, showing each day as it ends; exit 1 when one failed.")]
+NoWaitOpt = Annotated[bool, typer.Option(
+    "--no-wait", help="With --via airflow --run: return once Airflow has created the runs.")]
 MaxActiveRunsOpt = Annotated[int | None, typer.Option(
     "--max-active-runs", metavar="N", min=1, max=1000,
     help="With --via airflow: how many days Airflow runs at once. Default: 4.")]
 DEFAULT_MAX_ACTIVE_RUNS = 4
 
 
-def _backfill_via_airflow(job: str, days: list[date], dry_run: bool, run_it: bool, max_active_runs: int | None,
-                          as_json: bool, local_only: dict[str, bool]) -> int:
+def _backfill_via_airflow(job: str, days: list[date], dry_run: bool, run_it: bool, no_wait: bool,
+                          max_active_runs: int | None, as_json: bool, local_only: dict[str, bool]) -> int:
     given = [flag for flag, on in local_only.items() if on]
     if given:
         raise UsageError(f"{', '.join(given)}: only with --via local (through Airflow, every day asked for "
                          "runs: --reprocess-behavior completed; pulsecart's ledger does not choose them)")
+    if no_wait and not run_it:
+        raise UsageError("--no-wait goes with --via airflow --run")
     backfill = schedules.backfill(job, days, max_active_runs or DEFAULT_MAX_ACTIVE_RUNS, dry_run)
-    return _via_airflow(backfill, run_it, as_json)
+    return _via_airflow(backfill, run_it, not no_wait and not dry_run, as_json)
 
 
 def _run_daily(database_url: str | None, request: DailyRequest, as_json: bool) -> DailyReport:
@@ -352,8 +358,8 @@ def _render_daily(report: DailyReport, as_json: bool) -> int:
     return 0
 
 
-def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
-    """Print (or run) the `airflow backfill create` that processes exactly plan.first … plan.last."""
+def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bool) -> int:
+    """Print (or run, and then wait for) the `airflow backfill create` that processes exactly plan.first … plan.last."""
     first_run, last_run = plan.runs
     check = (f"pulsecart status --job {plan.dag.job} --end {plan.last} "
              f"--days {(plan.last - plan.first).days + 1}")
@@ -368,15 +374,37 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, as_json: bool) -> int:
         return 0
     airflow = schedules.find_airflow()
     render.message(f"running: {shlex.join(plan.command())}")
+    created_at = datetime.now(UTC)
     result = schedules.run(plan, airflow)
     for text, stream in ((result.stdout, sys.stderr if as_json else sys.stdout), (result.stderr, sys.stderr)):
         stream.write(text)
     failed = schedules.failure(result)
-    if as_json:
-        render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
     if failed is not None:
+        if as_json:
+            render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
         raise failed
-    render.message(note)
+    if not wait:
+        if as_json:
+            render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
+        render.message(note + " (not waiting: the runs go on in Airflow)")
+        return 0
+    render.message(f"waiting for Airflow's runs of {plan.dag.dag_id} for {plan.first} … {plan.last} "
+                   "(Ctrl-C stops the waiting, not the runs)")
+
+    def show(run: schedules.DayRun) -> None:
+        if not as_json:
+            render.out().print(f"{plan.dag.job} {run.day}: {run.state}" + (f" ({run.run_id})" if run.run_id else ""),
+                               markup=False)
+
+    ended = schedules.wait(plan, airflow, created_at, show)
+    if as_json:
+        render.print_json(render.backfill_json(plan, check, exit_code=result.returncode, runs=ended))
+    not_succeeded = [run for run in ended if run.state != "success"]
+    if not_succeeded:
+        raise JobFailed(f"{len(not_succeeded)} of {len(ended)} day(s) did not succeed in Airflow: "
+                        + ", ".join(f"{run.day} ({run.state})" for run in not_succeeded),
+                        hint=f"read the task logs in Airflow; then: {check}")
+    render.message(f"{plan.dag.dag_id}: all {len(ended)} day(s) succeeded; {check}")
     return 0
 
 
@@ -398,16 +426,17 @@ def _add_daily_command(job: DailyJob) -> None:
         as_json: JsonOpt = False, keep_going: KeepGoingOpt = False, wait: WaitOpt = False, trigger: TriggerOpt = None,
         only_missing: OnlyMissingOpt = False, only_failed: OnlyFailedOpt = False, stale: StaleOpt = False,
         dry_run: DryRunOpt = False, if_missing: IfMissingOpt = False,
-        via: ViaOpt = Via.local, run_it: RunOpt = False, max_active_runs: MaxActiveRunsOpt = None,
+        via: ViaOpt = Via.local, run_it: RunOpt = False, no_wait: NoWaitOpt = False,
+        max_active_runs: MaxActiveRunsOpt = None,
     ) -> int:
         days = select_days(date_text, window_text)
         if via is Via.airflow:
             local_only = {"--keep-going": keep_going, "--wait": wait, "--trigger": trigger is not None,
                           "--only-missing": only_missing, "--only-failed": only_failed, "--stale": stale,
                           "--if-missing": if_missing}
-            return _backfill_via_airflow(job.name, days, dry_run, run_it, max_active_runs, as_json, local_only)
-        if run_it or max_active_runs is not None:
-            raise UsageError("--run and --max-active-runs go with --via airflow")
+            return _backfill_via_airflow(job.name, days, dry_run, run_it, no_wait, max_active_runs, as_json, local_only)
+        if run_it or no_wait or max_active_runs is not None:
+            raise UsageError("--run, --no-wait and --max-active-runs go with --via airflow")
         if if_missing and window_text is not None:
             raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
         request = DailyRequest(job.name, days, _invocation(trigger), Selection(only_missing, only_failed, stale),

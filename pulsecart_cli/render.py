@@ -95,12 +95,16 @@ def day_results_json(job: str, run) -> dict:
     ], ok=run.ok, interrupted=run.interrupted)
 
 
-def backfill_json(plan, check: str, exit_code: int | None = None) -> dict:
-    """--via airflow: the backfill command for exactly plan.first … plan.last (and, with --run, how it exited)."""
+def backfill_json(plan, check: str, exit_code: int | None = None, runs: list | None = None) -> dict:
+    """--via airflow: the backfill command for exactly plan.first … plan.last (with --run, how it exited, and
+    unless --no-wait, how each day's run ended: ``runs``, a list of schedules.DayRun; null when not waited for)."""
     first_run, last_run = plan.runs
-    return {"ok": exit_code in (None, 0), "job": plan.dag.job, "via": "airflow", "dag_id": plan.dag.dag_id,
+    ok = exit_code in (None, 0) and all(run.state == "success" for run in runs or [])
+    return {"ok": ok, "job": plan.dag.job, "via": "airflow", "dag_id": plan.dag.dag_id,
             "first_day": plan.first, "last_day": plan.last, "first_run": first_run, "last_run": last_run,
-            "command": plan.command(), "ran": exit_code is not None, "exit_code": exit_code, "then": check}
+            "command": plan.command(), "ran": exit_code is not None, "exit_code": exit_code, "then": check,
+            "runs": None if runs is None else [{"date": run.day, "state": run.state, "run_id": run.run_id or None}
+                                               for run in runs]}
 
 
 def reconcile_json(results: list[UnitResult], ok: bool) -> dict:

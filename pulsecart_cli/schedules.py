@@ -4,8 +4,11 @@
 schedule fails the suite, never the printed backfill command.
 """
 
+import json
 import shutil
 import subprocess
+import time as clock
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -71,6 +74,15 @@ class Backfill:
                 *(["--dry-run"] if self.dry_run else [])]
 
 
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    def day_of(self, logical_date: datetime) -> date:
+        """The day a run processes: the one before the day it fires (its logical date)."""
+        return logical_date.date() - timedelta(days=1)
+
+
 def backfill(job: str, days: list[date], max_active_runs: int, dry_run: bool = False) -> Backfill:
     return Backfill(DAGS[job], min(days), max(days), max_active_runs, dry_run)
 
@@ -95,3 +107,85 @@ def failure(result: subprocess.CompletedProcess) -> JobFailed | None:
         return None
     last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
     return JobFailed(f"airflow backfill create exited {result.returncode}: {last}")
+
+
+FINISHED = ("success", "failed")
+POLL_S = 5.0
+CLOCK_SKEW = timedelta(seconds=5)   # between this machine and the Airflow component that ends a run
+
+
+@dataclass(frozen=True)
+class DayRun:
+    """How Airflow's run of one day of a backfill ended: success, failed, or "no run" (Airflow made none)."""
+
+    day: date
+    state: str
+    run_id: str = ""
+
+
+def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict]:
+    """Airflow's runs of the plan's DAG whose logical dates fall within the plan's runs."""
+    first_run, last_run = plan.runs
+    result = subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
+        [airflow, "dags", "list-runs", plan.dag.dag_id, "--output", "json",
+         "--start-date", first_run.isoformat(), "--end-date", last_run.isoformat()],
+        capture_output=True, text=True, check=False, timeout=timeout_s)
+    if result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+        raise JobFailed(f"airflow dags list-runs exited {result.returncode}: {last}")
+    return parse_runs(result.stdout)
+
+
+def parse_runs(stdout: str) -> list[dict]:
+    """The JSON list `airflow dags list-runs --output json` prints (after any warnings it prints first; for no
+    runs it prints "No data found")."""
+    decoder = json.JSONDecoder()
+    for line_start in (i for i in range(len(stdout)) if stdout[i] == "[" and (i == 0 or stdout[i - 1] == "\n")):
+        try:
+            runs, _ = decoder.raw_decode(stdout, line_start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(runs, list) and all(isinstance(run, dict) for run in runs):
+            return runs
+    if "No data found" in stdout:
+        return []
+    raise JobFailed("airflow dags list-runs printed no JSON list of runs")
+
+
+def finished_runs(plan: Backfill, runs: list[dict], since: datetime) -> dict[date, DayRun]:
+    """The plan's days whose run ended after ``since`` (when the backfill was created), by day."""
+    ended = {}
+    for run in runs:
+        if run.get("state") not in FINISHED or not run.get("end_date") or not run.get("logical_date"):
+            continue
+        if datetime.fromisoformat(run["end_date"]) < since - CLOCK_SKEW:
+            continue
+        day = plan.day_of(datetime.fromisoformat(run["logical_date"]))
+        if plan.first <= day <= plan.last:
+            ended[day] = DayRun(day, run["state"], run["run_id"])
+    return ended
+
+
+def days_without_runs(plan: Backfill, runs: list[dict]) -> list[date]:
+    have = {plan.day_of(datetime.fromisoformat(r["logical_date"])) for r in runs if r.get("logical_date")}
+    return [day for day in plan.days if day not in have]
+
+
+def wait(plan: Backfill, airflow: str, since: datetime, on_end: Callable[[DayRun], None],
+         poll_s: float = POLL_S) -> list[DayRun]:
+    """Wait until Airflow's run of every day of the plan has ended (after ``since``); ``on_end`` hears of each
+    day as it ends. A day Airflow made no run for (a day before the DAG's start_date, say) ends as "no run"."""
+    ended: dict[date, DayRun] = {}
+    runs = list_runs(plan, airflow)
+    for day in days_without_runs(plan, runs):
+        ended[day] = DayRun(day, "no run")
+        on_end(ended[day])
+    while True:
+        for day, run in sorted(finished_runs(plan, runs, since).items()):
+            if day not in ended:
+                ended[day] = run
+                on_end(run)
+        if len(ended) == len(plan.days):
+            return [ended[day] for day in plan.days]
+        clock.sleep(poll_s)
+        runs = list_runs(plan, airflow)

@@ -10,6 +10,7 @@ are never late; the first unpause's scheduled run of each DAG sends exactly one 
 deadline (06:00 / 07:00 UTC) has passed, which depends on the time of day.
 """
 
+import json
 import os
 import signal
 import socket
@@ -282,10 +283,14 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
                                 env=deployment.env | {"PATH": path}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
                for job in DAILY_DAGS.values()]
-    for process in creates:
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, out[-3000:]
+    # `--run` waits for the runs and shows each day as its run ends (Airflow's backfill has no such view).
+    for process, job in zip(creates, DAILY_DAGS.values(), strict=True):
+        out, _ = process.communicate(timeout=BACKFILL_TIMEOUT)
+        assert process.returncode == 0, out[-3000:] + deployment.task_logs()
         assert f"--from-date {FROM_DATE} --to-date {TO_DATE} --reprocess-behavior completed --max-active-runs 3" in out
+        assert sorted(line.split(" (")[0] for line in out.splitlines() if line.startswith(f"{job} 20")) == [
+            f"{job} {day}: success" for day in DAYS], out[-3000:]
+        assert "all 6 day(s) succeeded" in out
 
     # Meanwhile, the truth: one serial window of each job over the same days on the same events.
     window = f"{FIRST}..{LAST}"
@@ -338,9 +343,12 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     pulsecart(db_url, "forget", "aggregate", "--date", str(again))
     deployment.wait("the first backfill to be marked complete (one running backfill per DAG)", lambda: deployment.query(
         "SELECT count(*) FROM backfill WHERE completed_at IS NULL")[0][0] == 0, BACKFILL_TIMEOUT, interval=2)
-    rerun = subprocess.run([PULSECART, "aggregate", "--date", str(again), "--via", "airflow", "--run"],
-                           env=deployment.env | {"PATH": path}, capture_output=True, text=True, timeout=300, check=False)
+    rerun = subprocess.run([PULSECART, "aggregate", "--date", str(again), "--via", "airflow", "--run", "--json"],
+                           env=deployment.env | {"PATH": path}, capture_output=True, text=True,
+                           timeout=BACKFILL_TIMEOUT, check=False)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert json.loads(rerun.stdout)["runs"] == [
+        {"date": str(again), "state": "success", "run_id": backfill_run_id("pulsecart_nightly_aggregation", again)}]
 
     def rerun_done():
         with connect(db_url) as conn:
