@@ -43,6 +43,7 @@ from pulsecart_cli.errors import (
     JobFailed,
     MissingPrivileges,
     PulsecartError,
+    SuspectDays,
     UsageError,
     first_line,
 )
@@ -56,6 +57,7 @@ from pulsecart_cli.seed import SeedSpec, seed_events
 from pulsecart_cli.status import (
     DEFAULT_MIN_SHARE,
     MIN_USUAL_WEEKS,
+    DayStatus,
     completeness,
     day_states,
     problems,
@@ -483,7 +485,8 @@ def status(
     end: Annotated[str, typer.Option("--end", metavar="D", help="Last day shown.")] = "yesterday",
     check: Annotated[bool, typer.Option(
         "--check", help="Exit 5 unless every day succeeded and is not stale; print one line per problem day "
-                        "with the command that fixes it. For cron's MAILTO or a monitoring check.")] = False,
+                        "with the command that fixes it. Exit 7 when the only problems are suspect days (a "
+                        "warning). For cron's MAILTO or a monitoring check.")] = False,
     database_url: DatabaseUrl = None, as_json: JsonOpt = False,
 ) -> None:
     """Show, per date job, which of the last N days succeeded, failed, are missing, stale or running,
@@ -506,8 +509,13 @@ def status(
         else:
             for p in found:
                 render.out().print(f"{p.job} {p.day} {p.state}: {p.reason}; fix: {p.fix}", markup=False)
+        failed = [p for p in found if p.state != DayStatus.SUSPECT]
+        if failed:
+            raise CheckFailed(f"status --check: {len(failed)} problem day(s) in {window[0]}..{window[-1]}"
+                              + (f" and {len(found) - len(failed)} suspect" if len(found) > len(failed) else ""))
         if found:
-            raise CheckFailed(f"status --check: {len(found)} problem day(s) in {window[0]}..{window[-1]}")
+            raise SuspectDays(f"status --check: {len(found)} suspect day(s) in {window[0]}..{window[-1]}: their "
+                              "figures are far from the usual")
         if not as_json and sys.stdout.isatty():   # silent otherwise: cron mails what a command prints
             render.out().print(f"ok: every day of {', '.join(jobs)} in {window[0]}..{window[-1]} succeeded "
                                "and is up to date")

@@ -12,6 +12,7 @@ EXIT_LOCKED = 3
 EXIT_INCOMPLETE = 4
 EXIT_CHECK_FAILED = 5
 EXIT_NEEDS_OWNER = 6
+EXIT_SUSPECT = 7  # status --check: no day failed or is stale, but a day's figures are far from its usual
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129
 
 
@@ -142,6 +143,12 @@ class CheckFailed(PulsecartError):
     """`status --check` found days that did not succeed or are stale."""
 
     exit_code = EXIT_CHECK_FAILED
+
+
+class SuspectDays(PulsecartError):
+    """`status --check` found only suspect days: they ran, but their figures are far from the usual."""
+
+    exit_code = EXIT_SUSPECT
 
 
 class SchemaMismatch(PulsecartError):

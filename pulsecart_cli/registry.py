@@ -33,6 +33,9 @@ class DailyJob:
     # Its result for D reads its own results for D-N .. D-1 (aggregate: the scores as of D read the counts of
     # the six days before): a day among them whose events arrived late leaves D stale too.
     reads_days_before: int = 0
+    # Its figures (columns of status.day_figures) that make a day suspect when they move more than ±50 %
+    # against the same weekday's usual; every job's day is also suspect when its events are thin.
+    watched_figures: tuple[str, ...] = ()
     # A succeeded day's details as the notes of the results table (Rich markup; values are numbers).
     summary: Callable[[dict], str] = _details
     forgotten_summary: Callable[[dict], str] = _details  # the same for a day `forget` removed
@@ -111,6 +114,7 @@ METRICS = DailyJob(
     """,
     dag_id="pulsecart_daily_metrics",
     schedule="0 3 * * *",
+    watched_figures=("orders", "revenue"),
     summary=_metrics_summary,
     forgotten_summary=_metrics_forgotten,
 )

@@ -222,7 +222,7 @@ def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable
 
 STATE_MARKS = {DayStatus.SUCCEEDED: ("✓", "green"), DayStatus.FAILED: ("✗", "bold red"),
                DayStatus.MISSING: ("·", "dim"), DayStatus.STALE: ("~", "yellow"), DayStatus.RUNNING: ("▶", "cyan"),
-               DayStatus.BEFORE_EVENTS: (" ", "dim")}
+               DayStatus.BEFORE_EVENTS: (" ", "dim"), DayStatus.SUSPECT: ("?", "magenta")}
 # The selector that picks each kind of gap, in the order `status` suggests them.
 GAP_FLAGS = {DayStatus.MISSING: "--only-missing", DayStatus.FAILED: "--only-failed", DayStatus.STALE: "--stale"}
 
@@ -253,6 +253,7 @@ def status_json(states_by_job: dict, window: list[date]) -> dict:
             job: {"counts": _counts(states), "fix": _fix_command(job, states),
                   "days": [{"date": day, "state": s.state, "latest_run_id": s.latest_run_id}
                            | ({"reason": s.stale_reason} if s.state == DayStatus.STALE else {})
+                           | ({"reason": s.suspect_reason} if s.state == DayStatus.SUSPECT else {})
                            for day, s in sorted(states.items())]}
             for job, states in states_by_job.items()
         },

@@ -6,6 +6,7 @@ import socket
 import statistics
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 import psycopg
@@ -28,6 +29,7 @@ class DayStatus(StrEnum):
     STALE = "stale"  # succeeded, but its result no longer reflects the data (``DayState.stale_reason``)
     RUNNING = "running"
     BEFORE_EVENTS = "before events"  # never run, and before the first event of the table: nothing to do
+    SUSPECT = "suspect"  # succeeded, but its figures are far from its usual (``DayState.suspect_reason``): a warning
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class DayState:
     # their latest run failed), each with why: running them refreshes this day too.
     stale_inputs: tuple[tuple[date, str], ...] = ()
     stale_itself: bool = False  # it needs a rerun of its own (not only of its stale inputs)
+    suspect_reason: str | None = None  # which of its figures is far from the usual, and the usual value
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class _DayRow:
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
     if not days:
         return {}
+    suspicions = suspect_reasons(conn, job, min(days), max(days))
     reads_back = timedelta(days=DAILY_JOBS[job].reads_days_before)
     rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
         query("status.day_states"), {"job": job, "start": min(days) - reads_back, "end": max(days)}).fetchall()
@@ -78,8 +82,11 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
             state = _state(status, row.ever_succeeded, reason)
             if state == DayStatus.MISSING and status is None and _before(row.day, row.first_event):
                 state = DayStatus.BEFORE_EVENTS
+            suspicion = suspicions.get(row.day) if state == DayStatus.SUCCEEDED else None
+            if suspicion:
+                state = DayStatus.SUSPECT
             states[row.day] = DayState(row.day, state, status, row.id, row.ever_succeeded, reason, inputs,
-                                       own_reason is not None)
+                                       own_reason is not None, suspicion)
     return states
 
 
@@ -158,7 +165,9 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
             reason = {DayStatus.MISSING: f"forgotten by run {state.latest_run_id}" if forgotten else "no successful run",
                       DayStatus.FAILED: f"latest run {state.latest_run_id} failed",
                       DayStatus.RUNNING: f"run {state.latest_run_id} is still running",
-                      DayStatus.STALE: state.stale_reason or "stale"}[state.state]
+                      DayStatus.STALE: state.stale_reason or "stale",
+                      DayStatus.SUSPECT: f"{state.suspect_reason} (a warning: the results stand; a rerun after "
+                                         "late events clears it when the figures recover)"}[state.state]
             wait = " --wait" if state.state == DayStatus.RUNNING else ""
             fix = f"pulsecart {job} --date {day}{wait}"
             if state.state == DayStatus.STALE and state.stale_inputs:  # rerunning its inputs refreshes it
@@ -170,6 +179,8 @@ def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
 
 
 DEFAULT_MIN_SHARE = 0.3   # below this share of its usual volume a day waits (check-complete exits 4)
+WARNING_SHARE = 0.7       # below this share of its usual volume a day that ran is suspect
+MAX_MOVE = 0.5            # orders or revenue this far (±) from their usual make a metrics day suspect
 USUAL_WEEKS = 4
 MIN_USUAL_WEEKS = 2
 
@@ -177,6 +188,43 @@ MIN_USUAL_WEEKS = 2
 def usual_volume(weeks: list[int]) -> int | None:
     """The median of the same weekday over the previous weeks with counts; None with fewer than two."""
     return int(statistics.median(weeks)) if len(weeks) >= MIN_USUAL_WEEKS else None
+
+
+@dataclass(frozen=True)
+class _FiguresRow:
+    """A row of ``status.day_figures``."""
+
+    day: date
+    events: int | None
+    orders: int | None
+    revenue: Decimal | None
+    usual_events: list[int]
+    usual_orders: list[int]
+    usual_revenue: list[Decimal]
+
+
+def suspect_reasons(conn: psycopg.Connection, job: str, start: date, end: date) -> dict[date, str]:
+    """The days of [start, end] whose recorded figures are far from the median of the same weekday over the
+    four weeks before (two weeks at least): events below WARNING_SHARE of it (both jobs read them); for
+    metrics also orders or revenue more than MAX_MOVE above or below it. Each with why, naming the usual."""
+    found = {}
+    for row in conn.cursor(row_factory=class_row(_FiguresRow)).execute(
+            query("status.day_figures"), {"start": start, "end": end}):
+        weekday = f"{row.day:%A}s"
+        reasons = []
+        usual = usual_volume(row.usual_events)
+        if row.events is not None and usual and row.events < WARNING_SHARE * usual:
+            reasons.append(f"{row.events / usual:.0%} of its usual events ({row.events:,}; median of "
+                           f"{len(row.usual_events)} {weekday}: {usual:,})")
+        for name in DAILY_JOBS[job].watched_figures:
+            value, weeks = getattr(row, name), getattr(row, f"usual_{name}")
+            median = statistics.median(weeks) if len(weeks) >= MIN_USUAL_WEEKS else None
+            if value is not None and median and abs(value / median - 1) > MAX_MOVE:
+                reasons.append(f"{name} {value:,} is {value / median - 1:+.0%} against its usual "
+                               f"(median of {len(weeks)} {weekday}: {median:,})")
+        if reasons:
+            found[row.day] = "; ".join(reasons)
+    return found
 
 
 @dataclass(frozen=True)

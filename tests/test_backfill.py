@@ -166,7 +166,8 @@ def test_status_grid_shows_every_state_and_the_fix(cli, conn):
     assert [(d["date"], d["state"]) for d in job["days"]] == [
         ("2025-02-28", "missing"), ("2025-03-01", "succeeded"), ("2025-03-02", "stale"),
         ("2025-03-03", "failed"), ("2025-03-04", "missing"), ("2025-03-05", "running")]
-    assert job["counts"] == {"succeeded": 1, "failed": 1, "missing": 2, "stale": 1, "running": 1, "before events": 0}
+    assert job["counts"] == {"succeeded": 1, "failed": 1, "missing": 2, "stale": 1, "running": 1, "before events": 0,
+                             "suspect": 0}
     assert job["fix"] == "pulsecart metrics --window 2025-02-28..2025-03-04 --only-missing --only-failed --stale"
 
     text = cli("status", "--job", "metrics", "--end", "2025-03-05", "--days", "6")

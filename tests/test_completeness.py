@@ -89,3 +89,47 @@ def test_no_history_zero_or_huge_days_never_crash_the_check(db_url, counts, toda
     assert result.events == today % 50
     assert result.usual is None or result.usual >= 0
     assert result.complete in (True, False)
+
+
+def status_json(cli, *args):
+    import json
+    result = cli("status", "--end", "2025-03-05", "--days", "2", "--json", *args)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_a_thin_day_that_ran_is_suspect_until_a_rerun_after_its_late_events(cli, conn):
+    weeks_then_a_thin_tuesday(conn, kept_share=0.5)
+    assert cli("aggregate", "--window", "2025-02-01..2025-03-05").exit_code == 0
+    assert cli("metrics", "--window", "2025-02-01..2025-03-05").exit_code == 0
+    left = tuesday_events(conn)
+    _, shown = status_json(cli)
+    tuesday = shown["jobs"]["aggregate"]["days"][0]
+    assert tuesday == {"date": "2025-03-04", "state": "suspect", "latest_run_id": tuesday["latest_run_id"],
+                       "reason": f"{left / 1000:.0%} of its usual events ({left:,}; median of 4 Tuesdays: 1,000)"}
+    assert shown["jobs"]["aggregate"]["days"][1]["state"] == "succeeded"        # the Wednesday is as usual
+    assert shown["jobs"]["aggregate"]["counts"]["suspect"] == 1
+    assert shown["jobs"]["metrics"]["days"][0]["state"] == "suspect"
+    assert shown["jobs"]["aggregate"]["fix"] is None                            # a warning: nothing to rerun
+    check = cli("status", "--end", "2025-03-05", "--days", "2", "--check")
+    assert check.exit_code == 7
+    assert f"aggregate 2025-03-04 suspect: {left / 1000:.0%} of its usual events" in check.stdout
+
+    seed_events(conn, SeedSpec(TUESDAY, 1, 200, 500, 4))                       # the late half arrives
+    assert cli("status", "--end", "2025-03-05", "--days", "2", "--check").exit_code == 5   # stale now
+    assert cli("aggregate", "--date", str(TUESDAY)).exit_code == 0
+    assert cli("metrics", "--date", str(TUESDAY)).exit_code == 0
+    assert cli("status", "--end", "2025-03-05", "--days", "2", "--check").exit_code == 0
+
+
+def test_a_revenue_drop_makes_the_metrics_day_suspect_and_not_the_aggregate_day(cli, conn):
+    seed_events(conn, SeedSpec(date(2025, 2, 1), 33, 200, 1_000, 3))
+    conn.execute("UPDATE events SET payload = jsonb_set(payload, '{total}', '\"0.01\"') WHERE event_type = 'order.placed'"
+                 " AND \"timestamp\" >= '2025-03-04T00:00Z' AND \"timestamp\" < '2025-03-05T00:00Z'")
+    assert cli("aggregate", "--window", "2025-02-01..2025-03-05").exit_code == 0
+    assert cli("metrics", "--window", "2025-02-01..2025-03-05").exit_code == 0
+    _, shown = status_json(cli)
+    assert [d["state"] for d in shown["jobs"]["aggregate"]["days"]] == ["succeeded", "succeeded"]
+    metrics = shown["jobs"]["metrics"]["days"][0]
+    assert metrics["state"] == "suspect"
+    assert metrics["reason"].startswith("revenue ") and "against its usual (median of 4 Tuesdays: " in metrics["reason"]
+    assert "orders" not in metrics["reason"]

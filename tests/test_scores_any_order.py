@@ -173,7 +173,7 @@ def test_any_runs_in_any_order_end_where_a_serial_window_ends(seed, new_database
     assert differences(results(url), serial_window(new_database, final_events(url), done)) == {}, f"seed {seed}"
     with connect(url, autocommit=True) as conn:
         states = day_states(conn, "aggregate", sorted(done))
-    not_fine = {day for day, s in states.items() if s.state != "succeeded"}
+    not_fine = {day for day, s in states.items() if s.state not in ("succeeded", "suspect")}   # suspect: a warning
     assert not_fine == reading_an_unrun_day(done), f"seed {seed}"
     assert all("that day was never run" in states[d].stale_reason for d in not_fine)
 

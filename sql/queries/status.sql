@@ -97,3 +97,22 @@ INSERT INTO job_runs (job, run_date, target, status, trigger, airflow_run_id, fi
 VALUES ('check-complete', %(day)s, 'accepted', 'succeeded', %(trigger)s, %(airflow_run_id)s, clock_timestamp(),
         %(events)s, %(details)s, %(host)s, %(pid)s, %(version)s)
 RETURNING id;
+
+-- name: day_figures
+-- Each day of [start, end] with what pulsecart recorded of it (events as aggregated, orders and revenue as
+-- computed) and the same figures of the same weekday in the four weeks before (those recorded).
+WITH recorded AS (
+    SELECT d::date AS day, a.events, m.orders_placed AS orders, m.revenue
+    FROM generate_series(%(start)s::date - 28, %(end)s::date, interval '1 day') AS d
+    LEFT JOIN aggregated_days a ON a.day = d::date
+    LEFT JOIN daily_metrics m ON m.date = d::date
+)
+SELECT r.day, r.events, r.orders, r.revenue,
+       array(SELECT w.events FROM recorded w WHERE w.events IS NOT NULL
+             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_events,
+       array(SELECT w.orders FROM recorded w WHERE w.orders IS NOT NULL
+             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_orders,
+       array(SELECT w.revenue FROM recorded w WHERE w.revenue IS NOT NULL
+             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_revenue
+FROM recorded r
+WHERE r.day >= %(start)s;

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from pulsecart_cli.errors import EXIT_INCOMPLETE
+from pulsecart_cli.errors import EXIT_INCOMPLETE, EXIT_SUSPECT
 from pulsecart_cli.pubsub import TOPICS
 from pulsecart_cli.schedules import DAGS as SCHEDULED
 from tests.helpers import DAGS
@@ -22,7 +22,8 @@ def dag_constants(name: str) -> dict[str, object]:
     return found
 
 
-@pytest.mark.parametrize(("name", "library_value"), [("TOPICS", TOPICS), ("EXIT_INCOMPLETE", EXIT_INCOMPLETE)])
+@pytest.mark.parametrize(("name", "library_value"), [("TOPICS", TOPICS), ("EXIT_INCOMPLETE", EXIT_INCOMPLETE),
+                                                         ("EXIT_SUSPECT", EXIT_SUSPECT)])
 def test_the_dags_agree_with_the_library(name, library_value):
     found = dag_constants(name)
     assert found, f"no DAG file defines {name} any more: drop it from this test"
