@@ -60,8 +60,10 @@ def test_the_printed_command(job, first, last, from_date, to_date):
 @pytest.mark.parametrize(("args", "message"), [
     (["--via", "airflow", "--only-missing"], "--only-missing: only with --via local"),
     (["--via", "airflow", "--keep-going", "--wait"], "--keep-going, --wait: only with --via local"),
-    (["--run"], "--run and --max-active-runs go with --via airflow"),
-    (["--max-active-runs", "2"], "--run and --max-active-runs go with --via airflow"),
+    (["--run"], "--run, --no-wait and --max-active-runs go with --via airflow"),
+    (["--max-active-runs", "2"], "--run, --no-wait and --max-active-runs go with --via airflow"),
+    (["--no-wait"], "--run, --no-wait and --max-active-runs go with --via airflow"),
+    (["--via", "airflow", "--no-wait"], "--no-wait goes with --via airflow --run"),
     (["--via", "airflow", "--max-active-runs", "0"], "Invalid value for '--max-active-runs'"),
 ])
 def test_options_that_do_not_go_with_the_route_are_refused(args, message):
