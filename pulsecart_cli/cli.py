@@ -62,6 +62,8 @@ from pulsecart_cli.status import (
     day_states,
     problems,
     recent_runs,
+    usual_phrase,
+    with_suspect_days,
 )
 
 
@@ -363,8 +365,7 @@ def _render_daily(report: DailyReport, as_json: bool) -> int:
 def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bool) -> int:
     """Print (or run, and then wait for) the `airflow backfill create` that processes exactly plan.first … plan.last."""
     first_run, last_run = plan.runs
-    check = (f"pulsecart status --job {plan.dag.job} --end {plan.last} "
-             f"--days {(plan.last - plan.first).days + 1}")
+    check = f"pulsecart status --job {plan.dag.job} --end {plan.last} --days {len(plan.days)}"
     note = (f"{plan.dag.dag_id}: the runs {render.when(first_run)} … {render.when(last_run)} process "
             f"{plan.first} … {plan.last}; afterwards: {check}")
     if not run_it:
@@ -381,26 +382,24 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bo
     for text, stream in ((result.stdout, sys.stderr if as_json else sys.stdout), (result.stderr, sys.stderr)):
         stream.write(text)
     failed = schedules.failure(result)
-    if failed is not None:
-        if as_json:
-            render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
-        raise failed
-    if not wait:
-        if as_json:
-            render.print_json(render.backfill_json(plan, check, exit_code=result.returncode))
-        render.message(note + " (not waiting: the runs go on in Airflow)")
-        return 0
-    render.message(f"waiting for Airflow's runs of {plan.dag.dag_id} for {plan.first} … {plan.last} "
-                   "(Ctrl-C stops the waiting, not the runs)")
+    ended = None
+    if failed is None and wait:
+        render.message(f"waiting for Airflow's runs of {plan.dag.dag_id} for {plan.first} … {plan.last} "
+                       "(Ctrl-C stops the waiting, not the runs)")
 
-    def show(run: schedules.DayRun) -> None:
-        if not as_json:
-            render.out().print(f"{plan.dag.job} {run.day}: {run.state}" + (f" ({run.run_id})" if run.run_id else ""),
-                               markup=False)
+        def show(run: schedules.DayRun) -> None:
+            if not as_json:
+                render.out().print(f"{plan.dag.job} {run.day}: {run.state}" + (f" ({run.run_id})" if run.run_id else ""),
+                                   markup=False)
 
-    ended = schedules.wait(plan, airflow, created_at, show)
+        ended = schedules.wait(plan, airflow, created_at, show)
     if as_json:
         render.print_json(render.backfill_json(plan, check, exit_code=result.returncode, runs=ended))
+    if failed is not None:
+        raise failed
+    if ended is None:
+        render.message(note + " (not waiting: the runs go on in Airflow)")
+        return 0
     not_succeeded = [run for run in ended if run.state != "success"]
     if not_succeeded:
         raise JobFailed(f"{len(not_succeeded)} of {len(ended)} day(s) did not succeed in Airflow: "
@@ -501,7 +500,7 @@ def status(
     jobs = [job.value] if job else list(DAILY_JOBS)
     window = look_back(end, days)
     with _migrated_connection(database_url) as conn:
-        states = {j: day_states(conn, j, window) for j in jobs}
+        states = with_suspect_days(conn, {j: day_states(conn, j, window) for j in jobs}, window)
     if check:
         found = problems(states)
         if as_json:
@@ -578,13 +577,12 @@ def check_complete(
     with _migrated_connection(database_url) as conn:
         result = completeness(conn, day, grace_delta, min_share, accept_as)
     newest = render.when(result.newest_event) if result.newest_event else "none"
-    weekdays = f"{day:%A}s"
     if result.usual is None:
-        volume = (f"volume check skipped: {len(result.usual_weeks)} earlier {weekdays} with counts "
+        volume = (f"volume check skipped: {len(result.usual_weeks)} earlier {day:%A}s with counts "
                   f"({MIN_USUAL_WEEKS} needed)")
     else:
         volume = (f"{result.events:,} events, {result.share:.0%} of its usual "
-                  f"(median of {len(result.usual_weeks)} {weekdays}: {result.usual:,})")
+                  f"({usual_phrase(day, result.usual_weeks, result.usual)})")
     if result.accepted_at is not None:
         volume += f"; accepted as it is on {render.when(result.accepted_at)}"
     if not result.past_the_day:
@@ -592,8 +590,8 @@ def check_complete(
                            f"waiting for one at or after {render.when(result.threshold)}", markup=False, soft_wrap=True)
         return EXIT_INCOMPLETE
     if result.thin:
-        render.out().print(f"{day} has {result.share:.0%} of its usual events (median of {len(result.usual_weeks)} "
-                           f"{weekdays}: {result.usual:,}): waiting for the rest; to accept it as it is: "
+        render.out().print(f"{day} has {result.share:.0%} of its usual events "
+                           f"({usual_phrase(day, result.usual_weeks, result.usual)}): waiting for the rest; to accept it as it is: "
                            f"pulsecart check-complete --date {day} --min-share 0", markup=False, soft_wrap=True)
         return EXIT_INCOMPLETE
     render.out().print(f"{day} is complete: newest event {newest} >= {render.when(result.threshold)}; {volume}",

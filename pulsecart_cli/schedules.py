@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from pulsecart_cli.dates import days_between
 from pulsecart_cli.errors import ConfigError, JobFailed
 from pulsecart_cli.registry import DAILY_JOBS
 
@@ -76,7 +77,7 @@ class Backfill:
 
     @property
     def days(self) -> list[date]:
-        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+        return days_between(self.first, self.last)
 
     def day_of(self, logical_date: datetime) -> date:
         """The day a run processes: the one before the day it fires (its logical date)."""

@@ -4,10 +4,11 @@ complete, and the ledger's recent runs."""
 import os
 import socket
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 import psycopg
 from psycopg.rows import class_row, dict_row
@@ -66,7 +67,6 @@ class _DayRow:
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
     if not days:
         return {}
-    suspicions = suspect_reasons(conn, job, min(days), max(days))
     reads_back = timedelta(days=DAILY_JOBS[job].reads_days_before)
     rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
         query("status.day_states"), {"job": job, "start": min(days) - reads_back, "end": max(days)}).fetchall()
@@ -82,11 +82,8 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
             state = _state(status, row.ever_succeeded, reason)
             if state == DayStatus.MISSING and status is None and _before(row.day, row.first_event):
                 state = DayStatus.BEFORE_EVENTS
-            suspicion = suspicions.get(row.day) if state == DayStatus.SUCCEEDED else None
-            if suspicion:
-                state = DayStatus.SUSPECT
             states[row.day] = DayState(row.day, state, status, row.id, row.ever_succeeded, reason, inputs,
-                                       own_reason is not None, suspicion)
+                                       own_reason is not None)
     return states
 
 
@@ -185,9 +182,19 @@ USUAL_WEEKS = 4
 MIN_USUAL_WEEKS = 2
 
 
+def usual_figure(weeks: list) -> Any:
+    """The median of the same weekday over the previous weeks with the figure; None with fewer than two."""
+    return statistics.median(weeks) if len(weeks) >= MIN_USUAL_WEEKS else None
+
+
 def usual_volume(weeks: list[int]) -> int | None:
-    """The median of the same weekday over the previous weeks with counts; None with fewer than two."""
-    return int(statistics.median(weeks)) if len(weeks) >= MIN_USUAL_WEEKS else None
+    usual = usual_figure(weeks)
+    return None if usual is None else int(usual)
+
+
+def usual_phrase(day: date, weeks: list, usual: Any) -> str:
+    """How a usual figure is named: ``median of 4 Tuesdays: 1,000``."""
+    return f"median of {len(weeks)} {day:%A}s: {usual:,}"
 
 
 @dataclass(frozen=True)
@@ -203,28 +210,36 @@ class _FiguresRow:
     usual_revenue: list[Decimal]
 
 
-def suspect_reasons(conn: psycopg.Connection, job: str, start: date, end: date) -> dict[date, str]:
-    """The days of [start, end] whose recorded figures are far from the median of the same weekday over the
-    four weeks before (two weeks at least): events below WARNING_SHARE of it (both jobs read them); for
-    metrics also orders or revenue more than MAX_MOVE above or below it. Each with why, naming the usual."""
-    found = {}
-    for row in conn.cursor(row_factory=class_row(_FiguresRow)).execute(
-            query("status.day_figures"), {"start": start, "end": end}):
-        weekday = f"{row.day:%A}s"
-        reasons = []
-        usual = usual_volume(row.usual_events)
-        if row.events is not None and usual and row.events < WARNING_SHARE * usual:
-            reasons.append(f"{row.events / usual:.0%} of its usual events ({row.events:,}; median of "
-                           f"{len(row.usual_events)} {weekday}: {usual:,})")
-        for name in DAILY_JOBS[job].watched_figures:
-            value, weeks = getattr(row, name), getattr(row, f"usual_{name}")
-            median = statistics.median(weeks) if len(weeks) >= MIN_USUAL_WEEKS else None
-            if value is not None and median and abs(value / median - 1) > MAX_MOVE:
-                reasons.append(f"{name} {value:,} is {value / median - 1:+.0%} against its usual "
-                               f"(median of {len(weeks)} {weekday}: {median:,})")
-        if reasons:
-            found[row.day] = "; ".join(reasons)
-    return found
+def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[date, DayState]],
+                      window: list[date]) -> dict[str, dict[date, DayState]]:
+    """The succeeded days whose recorded figures are far from the median of the same weekday over the four
+    weeks before (two weeks at least) turned suspect, each with why, naming the usual: events below
+    WARNING_SHARE of it (every job reads them), and the figures a job watches (its registry entry) more than
+    MAX_MOVE above or below it. Only `status` shows it: choosing the days to run does not need it."""
+    rows = conn.cursor(row_factory=class_row(_FiguresRow)).execute(
+        query("status.day_figures"), {"start": window[0], "end": window[-1]}).fetchall()
+    marked = {}
+    for job, states in states_by_job.items():
+        reasons = {row.day: why for row in rows if (why := _suspect_reason(row, DAILY_JOBS[job].watched_figures))}
+        marked[job] = {day: replace(state, state=DayStatus.SUSPECT, suspect_reason=reasons[day])
+                       if state.state == DayStatus.SUCCEEDED and day in reasons else state
+                       for day, state in states.items()}
+    return marked
+
+
+def _suspect_reason(row: _FiguresRow, watched: tuple[str, ...]) -> str | None:
+    reasons = []
+    usual = usual_volume(row.usual_events)
+    if row.events is not None and usual and row.events < WARNING_SHARE * usual:
+        reasons.append(f"{row.events / usual:.0%} of its usual events ({row.events:,}; "
+                       f"{usual_phrase(row.day, row.usual_events, usual)})")
+    for name in watched:
+        value, weeks = getattr(row, name), getattr(row, f"usual_{name}")
+        median = usual_figure(weeks)
+        if value is not None and median and abs(value / median - 1) > MAX_MOVE:
+            reasons.append(f"{name} {value:,} is {value / median - 1:+.0%} against its usual "
+                           f"({usual_phrase(row.day, weeks, median)})")
+    return "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)
