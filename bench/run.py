@@ -87,10 +87,7 @@ def start_server(home: Path) -> str:
 
 
 def fresh_database(server_url: str, name: str) -> str:
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {name}")
-    url = make_conninfo(server_url, dbname=name)
+    url = empty_database(server_url, name)
     with connect(url, autocommit=True) as conn:
         migrations.migrate(conn)
         conn.execute(SQL["schema"])

@@ -17,15 +17,13 @@ CLI = "{{ var.value.get('pulsecart_cli', 'pulsecart') }}"
 # (the 2025-03-04 02:00 run has ds 2025-03-04 and processes 2025-03-03). A manual run with no
 # logical date processes yesterday (UTC).
 PRIOR_DAY = "{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}{% else %}yesterday{% endif %}"
-# The same day as a date (for alerts: a manual run's "yesterday" is the day before it was started).
-DAY = ("{% if ds is defined and ds %}{{ macros.ds_add(ds, -1) }}"
-       "{% else %}{{ macros.ds_add(dag_run.run_after.strftime('%Y-%m-%d'), -1) }}{% endif %}")
-
 # The run's own day, or (a manual run with no logical date) the day it was started.
 _RUN_DAY = "(ds if ds is defined and ds else dag_run.run_after.strftime('%Y-%m-%d'))"
-# Airflow Variable `pulsecart_heal_days` (default 30): how far back the nightly healing looks.
+# The prior day as a date (for alerts: a manual run's "yesterday" is the day before it was started).
+DAY = "{{ macros.ds_add(" + _RUN_DAY + ", -1) }}"
+
+# Airflow Variable `pulsecart_heal_days` (default 30): how far back the nightly healing looks, to DAY.
 HEAL_FROM = "{{ macros.ds_add(" + _RUN_DAY + ", -(var.value.get('pulsecart_heal_days', '30') | int)) }}"
-HEAL_TO = "{{ macros.ds_add(" + _RUN_DAY + ", -1) }}"
 # Airflow Variable `pulsecart_min_share` (default 0.3): a day with less than this share of its usual events
 # (the median of the same weekday over the four weeks before) keeps the sensor waiting.
 MIN_SHARE = "{{ var.value.get('pulsecart_min_share', '0.3') }}"
@@ -75,7 +73,7 @@ def heal_task(job: str, execution_timeout: timedelta) -> PulsecartCommand:
     whose latest run failed, and (aggregate) the never-run days that such days read. Missing days are left
     to the operator. A failure fails only this task (one email, naming the days that could not be healed);
     a prior day that failed is healed the next night, not alerted twice. Backfill runs do not heal."""
-    return cli_task(f"heal_{job}", f"{job} --window {HEAL_FROM}..{HEAL_TO} --stale --only-failed --keep-going",
+    return cli_task(f"heal_{job}", f"{job} --window {HEAL_FROM}..{DAY} --stale --only-failed --keep-going",
                     execution_timeout, not_in_backfills=True)
 
 

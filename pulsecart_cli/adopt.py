@@ -179,9 +179,6 @@ class Plan:
     steps: list[Step]
     adopted: list[str]  # existing tables taken as they are
 
-    def missing(self) -> list[Step]:
-        return [s for s in self.steps if s.needs]
-
 
 def plan(conn: psycopg.Connection, schema: str, role: str) -> Plan:
     """What creating or adopting the application's tables takes for ``role`` (the migrating one); looks,
@@ -242,13 +239,12 @@ def _events_steps(conn: psycopg.Connection, events: Table, schema: str, role: st
     if not _has_day_index(conn, events):
         steps.append(_day_index_step(conn, events))
     tables = [events, *events.partitions]
-    idents = [events.ident] + [p.ident for p in events.partitions]
     statements = [_trigger_sql(name, body, events.ident, schema, replace=name in events.triggers)
                   for name, body in EVENT_TRIGGERS.items() if not _current(events, name)]
-    statements += [_trigger_sql(TRUNCATE_TRIGGER[0], TRUNCATE_TRIGGER[1], ident, schema)
-                   for table, ident in zip(tables, idents, strict=True) if TRUNCATE_TRIGGER[0] not in table.triggers]
+    statements += [_trigger_sql(TRUNCATE_TRIGGER[0], TRUNCATE_TRIGGER[1], table.ident, schema)
+                   for table in tables if TRUNCATE_TRIGGER[0] not in table.triggers]
     if statements:
-        locks = [(ident, "SHARE ROW EXCLUSIVE") for ident in idents]
+        locks = [(table.ident, "SHARE ROW EXCLUSIVE") for table in tables]
         done = ("added change tracking to public.events" if any(name not in events.triggers for name in EVENT_TRIGGERS)
                 else "updated the change tracking on public.events (a cheaper insert trigger)")
         step = Step(f"{done} (triggers on {len(tables)} table(s), run in the writer's transaction)",
@@ -292,28 +288,28 @@ DAY_INDEX_DEFINITION = sql.SQL('("timestamp") INCLUDE (user_id, event_type)')
 def _day_index_step(conn: psycopg.Connection, events: Table) -> Step:
     """The day index on a live events table: concurrently; on a partitioned one, an index ON ONLY the
     parent, one built concurrently on each partition and attached, which makes the parent's valid."""
-    owners_sql: list[str] = []
+    parent_ddl = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} {}").format(
+        sql.Identifier(DAY_INDEX), events.ident, DAY_INDEX_DEFINITION)
+
+    def concurrently(name: str, table: Table) -> Statement:
+        return sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {}").format(
+            sql.Identifier(name), table.ident, DAY_INDEX_DEFINITION)
+
+    def attach(part: Table) -> Statement:
+        return sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+            sql.Identifier(APP_SCHEMA, DAY_INDEX), sql.Identifier(part.schema, _partition_index_name(part)))
+
+    owners_sql: list[Statement] = [concurrently(DAY_INDEX, events)]
     if events.partitions:
-        parent_ddl = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} {}").format(
-            sql.Identifier(DAY_INDEX), events.ident, DAY_INDEX_DEFINITION)
-        owners_sql.append(parent_ddl.as_string(conn) + ";")
+        owners_sql = [parent_ddl]
         for part in events.partitions:
-            name = _partition_index_name(part)
-            owners_sql.append(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {};").format(
-                sql.Identifier(name), part.ident, DAY_INDEX_DEFINITION).as_string(conn))
-            owners_sql.append(sql.SQL("ALTER INDEX {} ATTACH PARTITION {};").format(
-                sql.Identifier(APP_SCHEMA, DAY_INDEX),
-                sql.Identifier(part.schema, name)).as_string(conn))
-    else:
-        owners_sql.append(sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} {};").format(
-            sql.Identifier(DAY_INDEX), events.ident, DAY_INDEX_DEFINITION).as_string(conn))
+            owners_sql += [concurrently(_partition_index_name(part), part), attach(part)]
 
     def run(c: psycopg.Connection) -> None:
         if not events.partitions:
             build_index_concurrently(c, DAY_INDEX, events.ident, APP_SCHEMA, DAY_INDEX_DEFINITION)
             return
-        with_brief_locks(c, [], [sql.SQL("CREATE INDEX IF NOT EXISTS {} ON ONLY {} {}").format(
-            sql.Identifier(DAY_INDEX), events.ident, DAY_INDEX_DEFINITION)], "the day index on events")
+        with_brief_locks(c, [], [parent_ddl], "the day index on events")
         attached = {r[0] for r in c.execute("""
             SELECT i.indrelid FROM pg_inherits h JOIN pg_index i ON i.indexrelid = h.inhrelid
             JOIN pg_class p ON p.oid = h.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
@@ -321,16 +317,15 @@ def _day_index_step(conn: psycopg.Connection, events: Table) -> Step:
         for part in events.partitions:
             if part.oid in attached:
                 continue
-            name = _partition_index_name(part)
-            build_index_concurrently(c, name, part.ident, part.schema, DAY_INDEX_DEFINITION)
-            with_brief_locks(c, [], [sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
-                sql.Identifier(APP_SCHEMA, DAY_INDEX), sql.Identifier(part.schema, name))], f"the day index on {part.name}")
+            build_index_concurrently(c, _partition_index_name(part), part.ident, part.schema, DAY_INDEX_DEFINITION)
+            with_brief_locks(c, [], [attach(part)], f"the day index on {part.name}")
 
     unowned = [t for t in (events, *events.partitions) if not t.owned]
     step = Step(f"built the day index {DAY_INDEX} on public.events concurrently"
                 + (f" ({len(events.partitions)} partitions)" if events.partitions else ""), run, creates=True)
     if unowned:
-        step.needs, step.owner_sql = "ownership of public.events (only its owner can index it)", owners_sql
+        step.needs = "ownership of public.events (only its owner can index it)"
+        step.owner_sql = [ddl.as_string(conn) + ";" for ddl in owners_sql]
     return step
 
 

@@ -213,7 +213,9 @@ def require_current(conn: psycopg.Connection) -> None:
         names = ", ".join(m.label for m in missing)
         raise SchemaNotMigrated(f"the database schema is not migrated (pending: {names})",
                                 hint="run `pulsecart db migrate`")
-    if not one_row(conn.execute(query("migrations.adopted")))[0]:
+    if not one_row(conn.execute(query("migrations.adopted"), {
+            "events_triggers": [*adopt.EVENT_TRIGGERS, adopt.TRUNCATE_TRIGGER[0]],
+            "aggregates_triggers": list(adopt.AGGREGATE_TRIGGERS)}))[0]:
         raise SchemaNotMigrated("db migrate did not finish with the application's tables (the change tracking, "
                                 "index and triggers of events and event_aggregates, the view personalization_scores)",
                                 hint="run `pulsecart db migrate` again")

@@ -170,7 +170,6 @@ def run_daily(
         return report
     with connection(url) as conn:
         require_current(conn)
-        conn.execute(query("changes.fold"))
         if request.if_missing:
             report.already_succeeded = last_success(conn, job, days[0])
             if report.already_succeeded is not None:
@@ -178,6 +177,7 @@ def run_daily(
         report.plan = plan_days(conn, job, days, request.selection)
         if request.dry_run or not report.plan:
             return report
+        conn.execute(query("changes.fold"))   # readers count few rows; only a run that writes folds
         with progress(len(report.plan)) as (on_day_start, on_day_done):
             report.run = _run_days(conn, url, job, [d for d, _ in report.plan], request.invocation,
                                    wait=request.wait, keep_going=request.keep_going,

@@ -106,8 +106,12 @@ def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.Comp
 def failure(result: subprocess.CompletedProcess) -> JobFailed | None:
     if result.returncode == 0:
         return None
-    last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-    return JobFailed(f"airflow backfill create exited {result.returncode}: {last}")
+    return JobFailed(f"airflow backfill create exited {result.returncode}: {_last_line(result)}")
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    """What a failed airflow command said last (its error, usually)."""
+    return (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
 
 
 FINISHED = ("success", "failed")
@@ -132,8 +136,7 @@ def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict
          "--start-date", first_run.isoformat(), "--end-date", last_run.isoformat()],
         capture_output=True, text=True, check=False, timeout=timeout_s)
     if result.returncode != 0:
-        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-        raise JobFailed(f"airflow dags list-runs exited {result.returncode}: {last}")
+        raise JobFailed(f"airflow dags list-runs exited {result.returncode}: {_last_line(result)}")
     return parse_runs(result.stdout)
 
 

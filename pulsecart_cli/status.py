@@ -216,8 +216,7 @@ def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[da
     weeks before (two weeks at least) turned suspect, each with why, naming the usual: events below
     WARNING_SHARE of it (every job reads them), and the figures a job watches (its registry entry) more than
     MAX_MOVE above or below it. Only `status` shows it: choosing the days to run does not need it."""
-    rows = conn.cursor(row_factory=class_row(_FiguresRow)).execute(
-        query("status.day_figures"), {"start": window[0], "end": window[-1]}).fetchall()
+    rows = _day_figures(conn, window[0], window[-1])
     marked = {}
     for job, states in states_by_job.items():
         reasons = {row.day: why for row in rows if (why := _suspect_reason(row, DAILY_JOBS[job].watched_figures))}
@@ -225,6 +224,11 @@ def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[da
                        if state.state == DayStatus.SUCCEEDED and day in reasons else state
                        for day, state in states.items()}
     return marked
+
+
+def _day_figures(conn: psycopg.Connection, start: date, end: date) -> list[_FiguresRow]:
+    return conn.cursor(row_factory=class_row(_FiguresRow)).execute(
+        query("status.day_figures"), {"start": start, "end": end, "weeks": USUAL_WEEKS}).fetchall()
 
 
 def _suspect_reason(row: _FiguresRow, watched: tuple[str, ...]) -> str | None:
@@ -278,7 +282,8 @@ def completeness(conn: psycopg.Connection, day: date, grace: timedelta, min_shar
     record that an operator accepts D as it is (the ledger's check-complete row); later checks honour it."""
     start, end = day_bounds(day)
     newest = one_row(conn.execute(query("status.newest_event")))[0]
-    events, usual_weeks = one_row(conn.execute(query("status.day_volume"), {"day": day, "start": start, "end": end}))
+    events = one_row(conn.execute(query("status.day_volume"), {"start": start, "end": end}))[0]
+    usual_weeks = _day_figures(conn, day, day)[0].usual_events
     if accept_as is not None:
         conn.execute(query("status.accept"), {
             "day": day, "trigger": accept_as.trigger, "airflow_run_id": accept_as.airflow_run_id, "events": events,

@@ -41,13 +41,14 @@ WHERE m.version = f.version AND m.checksum IS NULL;
 -- Whether `db migrate` finished with the application's tables: the change-tracking triggers and the day
 -- index on events, the outside-change triggers on event_aggregates, the view, the metrics column. A migrate
 -- cut short (a signal, a lock it gave up on) leaves them missing, and a job run then would miss changes.
+-- The trigger names come from pulsecart_cli/adopt.py, the day index is the one adopt looks for.
 SELECT coalesce((SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('public.events')
-                 AND tgname IN ('zz_pulsecart_note_insert', 'zz_pulsecart_note_update', 'zz_pulsecart_note_delete',
-                                'zz_pulsecart_note_truncate')) = 4
+                 AND tgname = ANY(%(events_triggers)s::text[])) = cardinality(%(events_triggers)s::text[])
           AND EXISTS (SELECT FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                      WHERE i.indrelid = to_regclass('public.events') AND i.indisvalid AND a.attname = 'timestamp')
+                      WHERE i.indrelid = to_regclass('public.events') AND i.indisvalid AND i.indpred IS NULL
+                        AND a.attname = 'timestamp')
           AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('public.event_aggregates')
-               AND tgname IN ('changed_outside_aggregate', 'truncated_outside_aggregate')) = 2
+               AND tgname = ANY(%(aggregates_triggers)s::text[])) = cardinality(%(aggregates_triggers)s::text[])
           AND (SELECT relkind FROM pg_class WHERE oid = to_regclass('public.personalization_scores')) = 'v'
           AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('public.daily_metrics')
                       AND attname = 'invalid_order_totals' AND NOT attisdropped), false);

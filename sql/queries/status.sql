@@ -79,12 +79,8 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: day_volume
--- D's events now (an index range count) and the event counts of the same weekday in the four weeks before,
--- as aggregated (NULL where a week has no count).
-SELECT (SELECT count(*) FROM events WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s) AS events,
-       array(SELECT a.events FROM aggregated_days a
-             WHERE a.day IN (%(day)s::date - 7, %(day)s::date - 14, %(day)s::date - 21, %(day)s::date - 28)
-               AND a.events IS NOT NULL ORDER BY a.day) AS usual_weeks;
+-- D's events now: an index range count.
+SELECT count(*) FROM events WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s;
 
 -- name: accepted
 -- Whether an operator accepted D as it is (check-complete --min-share 0), and when.
@@ -100,19 +96,21 @@ RETURNING id;
 
 -- name: day_figures
 -- Each day of [start, end] with what pulsecart recorded of it (events as aggregated, orders and revenue as
--- computed) and the same figures of the same weekday in the four weeks before (those recorded).
+-- computed), and the same figures of the same weekday in the `weeks` weeks before, where recorded.
 WITH recorded AS (
     SELECT d::date AS day, a.events, m.orders_placed AS orders, m.revenue
-    FROM generate_series(%(start)s::date - 28, %(end)s::date, interval '1 day') AS d
+    FROM generate_series(%(start)s::date - 7 * %(weeks)s, %(end)s::date, interval '1 day') AS d
     LEFT JOIN aggregated_days a ON a.day = d::date
     LEFT JOIN daily_metrics m ON m.date = d::date
 )
-SELECT r.day, r.events, r.orders, r.revenue,
-       array(SELECT w.events FROM recorded w WHERE w.events IS NOT NULL
-             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_events,
-       array(SELECT w.orders FROM recorded w WHERE w.orders IS NOT NULL
-             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_orders,
-       array(SELECT w.revenue FROM recorded w WHERE w.revenue IS NOT NULL
-             AND w.day IN (r.day - 7, r.day - 14, r.day - 21, r.day - 28) ORDER BY w.day) AS usual_revenue
+SELECT r.day, r.events, r.orders, r.revenue, coalesce(u.events, '{}') AS usual_events,
+       coalesce(u.orders, '{}') AS usual_orders, coalesce(u.revenue, '{}') AS usual_revenue
 FROM recorded r
+CROSS JOIN LATERAL (
+    SELECT array_agg(w.events ORDER BY w.day) FILTER (WHERE w.events IS NOT NULL) AS events,
+           array_agg(w.orders ORDER BY w.day) FILTER (WHERE w.orders IS NOT NULL) AS orders,
+           array_agg(w.revenue ORDER BY w.day) FILTER (WHERE w.revenue IS NOT NULL) AS revenue
+    FROM recorded w
+    WHERE w.day >= r.day - 7 * %(weeks)s AND w.day < r.day AND (r.day - w.day) %% 7 = 0
+) AS u
 WHERE r.day >= %(start)s;
