@@ -398,7 +398,7 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bo
     if failed is not None:
         raise failed
     if ended is None:
-        render.message(note + " (not waiting: the runs go on in Airflow)")
+        render.message(note + ("" if plan.dry_run else " (not waiting: the runs go on in Airflow)"))
         return 0
     not_succeeded = [run for run in ended if run.state != "success"]
     if not_succeeded:
