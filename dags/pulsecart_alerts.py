@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from functools import cached_property
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSensorTimeout
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.providers.standard.operators.bash import BashOperator
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RECIPIENTS = "{{ var.value.get('pulsecart_alert_emails', '') }}"
 SMTP_CONN_ID = "smtp_default"
 ERROR_LINE = re.compile(r"Error: .*")
+LAST_CHECK = " Last check: "   # a sensor's timeout names what its last poke printed after this
 
 
 def recipients(value: str | Iterable[str] | None) -> list[str]:
@@ -72,6 +73,7 @@ class FailureEmail(SmtpNotifier):
             return
         exception = context.get("exception")
         error = ERROR_LINE.search(str(exception or ""))
+        airflow_said, _, last_check = str(exception or "").partition(LAST_CHECK)
         tries = ti.max_tries + 1
         try_text = f"{ti.try_number} of {tries}" + (" (failed without retry)" if ti.try_number < tries else "")
         on_day = f" for {self.day}" if self.day else ""
@@ -82,8 +84,8 @@ class FailureEmail(SmtpNotifier):
             ("Day", self.day),
             ("Run", ti.run_id),
             ("Try", try_text),
-            ("pulsecart", error[0] if error else "no Error: line (see the task log)"),
-            ("Airflow", "" if error or exception is None else f"{type(exception).__name__}: {exception}"),
+            ("pulsecart", error[0] if error else last_check or "no Error: line (see the task log)"),
+            ("Airflow", "" if error or exception is None else f"{type(exception).__name__}: {airflow_said}"),
             ("Rerun by hand", self.rerun),
             ("Then check", f"pulsecart status --end {self.day} --days 7" if self.day else "pulsecart status"),
             ("Log", getattr(ti, "log_url", "")),
@@ -128,19 +130,26 @@ def alerts_help(late_after: str = "") -> str:
 A task that fails for good (after its last retry) sends one email to the Airflow Variable
 `pulsecart_alert_emails` (comma-separated; **unset or empty: no email**) through the connection
 `smtp_default`: DAG, task, day, try, the `Error:` line pulsecart printed and the command to rerun.
+A sensor that times out quotes instead what its last check printed: why the day still waits
+(`2025-03-04 has 22% of its usual events …`) and the command that accepts it as it is.
 {lateness}"""
 
 
 class _ErrorLineKept:
-    """Passes log calls on to ``log`` and keeps the last command output line starting `Error:`."""
+    """Passes log calls on to ``log`` and keeps the last command output line starting `Error:`, and (for
+    BashSensor, which logs its command's output between "Output:" and "Command exited …") the last line."""
 
     def __init__(self, log):
-        self.wrapped, self.line = log, ""
+        self.wrapped, self.line, self.last_output, self.in_output = log, "", "", False
 
     def info(self, event, *args, **kwargs):
         text = args[0] if event == "%s" and args else event
         if isinstance(text, str) and text.startswith("Error: "):
             self.line = text
+        if event == "Output:" or (isinstance(event, str) and event.startswith("Command exited")):
+            self.in_output = event == "Output:"
+        elif self.in_output and isinstance(text, str) and text.strip():
+            self.last_output = text
         return self.wrapped.info(event, *args, **kwargs)
 
     def __getattr__(self, name):
@@ -192,11 +201,21 @@ class PulsecartCommand(BashOperator):
 
 
 class PulsecartSensor(_KeepsErrorLine, BashSensor):
-    """A BashSensor whose failure names the `Error:` line pulsecart printed, for the failure email."""
+    """A BashSensor whose failure names the `Error:` line pulsecart printed, and whose timeout names what its
+    last poke printed (why it still waits: "2025-03-04 has 22% of its usual events …"), for the failure email."""
 
     def poke(self, context):
         self.error_line(forget=True)
+        self.log.last_output = ""
         try:
             return super().poke(context)
         except AirflowException as failed:
             raise _with_error_line(failed, self.error_line()) from None
+
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as timed_out:
+            if not self.log.last_output:
+                raise
+            raise AirflowSensorTimeout(f"{timed_out}{LAST_CHECK}{self.log.last_output}") from None

@@ -5,6 +5,7 @@ Retries wait 0 s here instead of minutes: a test-only cluster policy (tests/dags
 DAGs themselves are unchanged."""
 
 import sqlite3
+import subprocess
 import threading
 import time
 from datetime import date
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pulsecart_cli import units
-from tests.helpers import body, connect, insert_events, utc
+from pulsecart_cli.seed import SeedSpec, seed_events
+from tests.helpers import AIRFLOW, airflow_uri, body, connect, insert_events, run_pulsecart, utc
 
 UNREACHABLE = "postgresql://nobody:topsecret@127.0.0.1:1/none"
 RETRY_POLICY = str(Path(__file__).parent / "retry_policy")
@@ -118,4 +120,53 @@ def test_a_job_that_succeeds_on_retry_sends_no_email(airflow, airflow_home, conn
     assert output.count("new_state=up_for_retry") == 1, output[-3000:]
     assert conn.execute("SELECT job, run_date, status FROM job_runs").fetchall() == [
         ("metrics", date(2025, 4, 1), "succeeded")]
+    assert smtp_sink.messages == []
+
+
+def thin_tuesday(cli_env: dict, conn, kept_share: float) -> None:
+    """Four weeks of 1,000 events a day aggregated up to Monday 2025-03-03; Tuesday keeps ``kept_share``."""
+    from tests.test_completeness import weeks_then_a_thin_tuesday
+
+    weeks_then_a_thin_tuesday(conn, kept_share)
+    assert run_pulsecart("aggregate", "--window", "2025-02-01..2025-03-03", env=cli_env).returncode == 0
+
+
+def test_a_sensor_timing_out_on_a_thin_day_emails_why_and_how_to_accept_it(airflow, conn, db_url, smtp_sink):
+    thin_tuesday({"PULSECART_DATABASE_URL": db_url}, conn, kept_share=0.22)
+    left = conn.execute("SELECT count(*) FROM events WHERE \"timestamp\" >= '2025-03-04T00:00Z'"
+                        " AND \"timestamp\" < '2025-03-05T00:00Z'").fetchone()[0]
+    result = airflow("dags", "test", "pulsecart_nightly_aggregation", "2025-03-05",
+                     extra_env=alerting(smtp_sink, PULSECART_TEST_SENSOR_TIMEOUT="4"))
+    output = result.stdout + result.stderr
+    assert "AirflowSensorTimeout" in output, output[-3000:]
+    assert len(smtp_sink.messages) == 1, [m["Subject"] for m in smtp_sink.messages]
+    assert smtp_sink.messages[0]["Subject"] == ("[pulsecart] FAILED pulsecart_nightly_aggregation."
+                                                "wait_for_prior_day_events for 2025-03-04 (try 1 of 3, failed without retry)")
+    sent = fields(smtp_sink.messages[0])
+    assert sent["pulsecart"] == (
+        f"2025-03-04 has {left / 1000:.0%} of its usual events (median of 4 Tuesdays: 1,000): waiting for the rest; "
+        "to accept it as it is: pulsecart check-complete --date 2025-03-04 --min-share 0")
+    assert sent["Airflow"].startswith("AirflowSensorTimeout: ") and "Last check" not in sent["Airflow"]
+    assert conn.execute("SELECT count(*) FROM job_runs WHERE job = 'aggregate' AND run_date = '2025-03-04'"
+                        ).fetchone()[0] == 0                          # the day was never run on half its events
+
+
+def test_the_sensor_holds_a_thin_day_and_the_job_runs_once_its_events_arrive(airflow_home, conn, db_url, smtp_sink):
+    thin_tuesday({"PULSECART_DATABASE_URL": db_url}, conn, kept_share=0.22)
+    env = airflow_home | {"AIRFLOW_CONN_PULSECART_DB": airflow_uri(db_url)} | alerting(
+        smtp_sink, PULSECART_TEST_SENSOR_TIMEOUT="240")
+    dag_test = subprocess.Popen([AIRFLOW, "dags", "test", "pulsecart_nightly_aggregation", "2025-03-05"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(20)                                               # the sensor pokes, the day is thin: it waits
+        assert dag_test.poll() is None
+        assert conn.execute("SELECT count(*) FROM job_runs WHERE run_date = '2025-03-04'").fetchone()[0] == 0
+        seed_events(conn, SeedSpec(date(2025, 3, 4), 1, 200, 1_000, 4))    # the producer catches up
+        output, _ = dag_test.communicate(timeout=240)
+    finally:
+        dag_test.kill()
+    assert dag_test.returncode == 0, output[-3000:]
+    assert output.count("Return code matches retry code, will retry later") >= 2, output[-3000:]
+    assert conn.execute("SELECT status, trigger FROM job_runs WHERE job = 'aggregate' AND run_date = '2025-03-04'"
+                        ).fetchall() == [("succeeded", "airflow")]
     assert smtp_sink.messages == []
