@@ -37,7 +37,7 @@ from pulsecart_cli.reconcile import Options, Reconciler
 from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.runner import run_daily_job
 from pulsecart_cli.seed import EVENT_MIX, SeedSpec, seed_events
-from pulsecart_cli.status import day_states
+from pulsecart_cli.status import completeness, day_states
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
@@ -675,6 +675,11 @@ def bench_status(url: str, repeats: int) -> dict:
                "cli_startup_s": cli_median(url, ("--version",), repeats), "cli_s": cli_median(url, args, repeats)}
     with connect(url, autocommit=True) as conn:
         results["library_s"] = median_time(lambda: [day_states(conn, job, days) for job in DAILY_JOBS], repeats)
+        # check-complete for the day before the last (the last has no event after it): its live count (an
+        # index range scan) and the four weeks' recorded counts
+        results["check_complete_library_s"] = median_time(lambda: completeness(conn, CHECKED, timedelta(0)), repeats)
+    results["check_complete_cli_s"] = cli_median(url, ("check-complete", "--date", str(CHECKED), "--grace", "0m"),
+                                                 repeats)
     add_change_backlog(url, datetime.now(UTC).date(), STATUS_BACKLOG)
     results["cli_backlog_today_s"] = cli_median(url, args, repeats)
     add_change_backlog(url, D, STATUS_BACKLOG)
@@ -780,6 +785,8 @@ GOALS = {
     **{insert_ratio_name(label): ("≥", 0.9) for label in INSERT_VARIANTS.values()},
 }
 STATUS_GOAL_S = 1.0  # at the full profile
+CHECKED = D - timedelta(days=1)
+CHECK_COMPLETE_GOAL_S = 0.2  # the check itself (the library call; the CLI adds its start-up), at the full profile
 
 
 def markdown(results: dict) -> str:
@@ -839,8 +846,12 @@ def markdown_new_sections(results: dict) -> list[str]:
               f"| the same with {st['backlog_rows']:,} unfolded change rows for today | {st['cli_backlog_today_s']:.3f} |",
               f"| the same with {st['backlog_rows']:,} more for the window's last day | {st['cli_backlog_in_window_s']:.3f} |"]
     verdict = "met" if max(st["cli_s"], st["cli_backlog_today_s"]) < STATUS_GOAL_S else "MISSED"
+    check = "met" if st["check_complete_library_s"] < CHECK_COMPLETE_GOAL_S else "MISSED"
     lines += ["", (f"status goal (full profile): under {STATUS_GOAL_S:g} s with and without the backlog for today: "
-                   f"{verdict} at this profile."), "",
+                   f"{verdict} at this profile."),
+              (f"check-complete --date {CHECKED} (the library call): {st['check_complete_library_s']:.3f} s, goal under "
+               f"{CHECK_COMPLETE_GOAL_S:g} s: {check} at this profile; the CLI: {st['check_complete_cli_s']:.3f} s "
+               f"(start-up {st['cli_startup_s']:.3f} s)."), "",
               (f"| a year of history: {yr['days']} days of {yr['events_per_day']:,} events ({yr['database_gb']:.1f} GB) "
                "| seconds | per day (ms) |"), "| --- | ---: | ---: |"]
     for key, label in (("build_s", "built as production has it (COPY, indexes; not pulsecart)"),

@@ -28,6 +28,7 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
     assert results["memory"]["reconcile_full_backlog_mb"] > 0
     assert "invalid input syntax for type numeric" in results["metrics"]["seed_on_bad_totals"]
     assert "| aggregate rerun ÷ floor (30 days of history) |" in result.stdout
+    assert results["status"]["check_complete_library_s"] > 0 and "check-complete --date " in result.stdout
     assert len(results["ratios"]) >= 19
     inserts = results["consumer_inserts"]
     assert inserts["change_rows_written"] > 0
