@@ -3,7 +3,9 @@ sensor pokes again), an operator can accept one on purpose (recorded in the ledg
 history, one week, zero-event days or huge days never crash the check."""
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -133,3 +135,77 @@ def test_a_revenue_drop_makes_the_metrics_day_suspect_and_not_the_aggregate_day(
     assert metrics["state"] == "suspect"
     assert metrics["reason"].startswith("revenue ") and "against its usual (median of 4 Tuesdays: " in metrics["reason"]
     assert "orders" not in metrics["reason"]
+
+
+# Mostly near each other (so shares fall on both sides of the thresholds), sometimes zero or huge.
+counts = st.one_of(st.integers(0, 1_000), st.integers(0, 2**62))
+amounts = st.one_of(st.decimals(0, 1_000, places=2), st.decimals(0, 10**15, places=2))
+figures = st.one_of(st.none(), st.tuples(counts, counts, amounts))
+# A Tuesday's share of its usual: on both sides of the warning share (0.7) and of ±50 %.
+SHARES = st.sampled_from([0, 0.45, 0.55, 0.65, 0.75, 1, 1.45, 1.55, 2, 0.3, 1.2])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(weeks=st.lists(figures, min_size=0, max_size=4), shares=st.tuples(*[SHARES] * 3), data=st.data())
+def test_no_history_zero_or_huge_figures_never_crash_the_suspect_check(db_url, weeks, shares, data):
+    """The recorded events, orders and revenue of a Tuesday and of the four Tuesdays before (None: not
+    recorded), at random: status marks the succeeded Tuesday suspect exactly by the rule, and never raises.
+    The Tuesday's figures are either drawn on their own or a random share of the weeks' medians (so that
+    shares fall on both sides of the thresholds)."""
+    import statistics
+
+    recorded = [w for w in weeks if w is not None]
+    medians = [statistics.median([w[i] for w in recorded]) for i in range(3)] if recorded else None
+    tuesday = data.draw(figures) if medians is None or data.draw(st.integers(0, 3)) == 0 else (
+        int(medians[0] * shares[0]), int(medians[1] * shares[1]),
+        (Decimal(medians[2]) * Decimal(shares[2])).quantize(Decimal("0.01")))
+
+    marked = marked_tuesday(db_url, weeks, tuesday)
+
+    def usual(index: int):
+        return statistics.median([w[index] for w in recorded]) if tuesday is not None and len(recorded) >= 2 else 0
+
+    thin = bool(int(usual(0))) and tuesday[0] < 0.7 * int(usual(0))          # events: below 70 % of the median
+    moved = any(usual(i) and abs(tuesday[i] / usual(i) - 1) > 0.5 for i in (1, 2))   # orders, revenue: ±50 %
+    assert marked == {"aggregate": thin, "metrics": thin or moved}
+
+
+def marked_tuesday(db_url, weeks: list, tuesday) -> dict[str, bool]:
+    """Whether status marks a succeeded Tuesday suspect, per job, given the recorded (events, orders,
+    revenue) of the four Tuesdays before (None: not recorded) and of the Tuesday."""
+    from pulsecart_cli.ledger import RunStatus
+    from pulsecart_cli.status import DayState, DayStatus, with_suspect_days
+
+    with connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM aggregated_days")
+        conn.execute("DELETE FROM daily_metrics")
+        for day, figure in [(TUESDAY - timedelta(weeks=n), f) for n, f in enumerate(weeks, start=1)] + [(TUESDAY, tuesday)]:
+            if figure is not None:
+                events, orders, revenue = figure
+                conn.execute("INSERT INTO aggregated_days (day, counts_version, events) VALUES (%s, 1, %s)", (day, events))
+                conn.execute("INSERT INTO daily_metrics (date, orders_placed, carts_abandoned, revenue)"
+                             " VALUES (%s, %s, 0, %s)", (day, orders, revenue))
+        succeeded = DayState(TUESDAY, DayStatus.SUCCEEDED, RunStatus.SUCCEEDED, 1, True, None)
+        marked = with_suspect_days(conn, {"aggregate": {TUESDAY: succeeded}, "metrics": {TUESDAY: succeeded}}, [TUESDAY])
+    for state in (marked[job][TUESDAY] for job in marked):
+        assert (state.suspect_reason is not None) == (state.state == DayStatus.SUSPECT)
+    return {job: marked[job][TUESDAY].state == DayStatus.SUSPECT for job in marked}
+
+
+USUAL = (1_000, 100, Decimal("1000.00"))
+
+
+@pytest.mark.parametrize(("tuesday", "aggregate", "metrics"), [
+    ((700, 100, Decimal("1000.00")), False, False), ((699, 100, Decimal("1000.00")), True, True),   # events: 70 %
+    ((1_000, 50, Decimal("1000.00")), False, False), ((1_000, 49, Decimal("1000.00")), False, True),  # orders: -50 %
+    ((1_000, 150, Decimal("1000.00")), False, False), ((1_000, 151, Decimal("1000.00")), False, True),  # +50 %
+    ((1_000, 100, Decimal("1500.00")), False, False), ((1_000, 100, Decimal("1500.01")), False, True),  # revenue
+    ((1_000, 100, Decimal("499.99")), False, True), ((0, 0, Decimal(0)), True, True),
+])
+def test_the_suspect_thresholds_hold_at_their_edges(db_url, tuesday, aggregate, metrics):
+    assert marked_tuesday(db_url, [USUAL] * 4, tuesday) == {"aggregate": aggregate, "metrics": metrics}
+
+
+def test_with_fewer_than_two_recorded_weeks_no_day_is_suspect(db_url):
+    assert marked_tuesday(db_url, [USUAL, None, None, None], (0, 0, Decimal(0))) == {
+        "aggregate": False, "metrics": False}
