@@ -283,6 +283,10 @@ def status_view(states_by_job: dict, window: list[date]) -> Group:
     legend = "  ".join(f"[{style}]{mark}[/] {state}" for state, (mark, style) in STATE_MARKS.items())
     parts: list[RenderableType] = [table, legend]
     parts += ["to fill the gaps:"] + [f"  {fix}" for fix in fixes] if fixes else ["no gaps"]
+    suspect = [f"  {job} {day}: {escape(s.suspect_reason or '')}" for job, states in states_by_job.items()
+               for day, s in sorted(states.items()) if s.state == DayStatus.SUSPECT]
+    if suspect:
+        parts += ["[magenta]suspect[/] (a warning: they ran, but their figures are far from the usual):", *suspect]
     return Group(*parts)
 
 

@@ -112,6 +112,9 @@ def test_a_thin_day_that_ran_is_suspect_until_a_rerun_after_its_late_events(cli,
     assert shown["jobs"]["aggregate"]["counts"]["suspect"] == 1
     assert shown["jobs"]["metrics"]["days"][0]["state"] == "suspect"
     assert shown["jobs"]["aggregate"]["fix"] is None                            # a warning: nothing to rerun
+    view = cli("status", "--end", "2025-03-05", "--days", "2").stdout
+    assert "no gaps\nsuspect (a warning: they ran, but their figures are far from the usual):\n" in view
+    assert f"  aggregate 2025-03-04: {left / 1000:.0%} of its usual events ({left:,}; median of 4 Tuesdays: 1,000)" in view
     check = cli("status", "--end", "2025-03-05", "--days", "2", "--check")
     assert check.exit_code == 7
     assert f"aggregate 2025-03-04 suspect: {left / 1000:.0%} of its usual events" in check.stdout
