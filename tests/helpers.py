@@ -117,14 +117,19 @@ def metrics_row(conn, day=D):
         " FROM daily_metrics WHERE date = %s", (day,)).fetchone()
 
 
-FAIL_ON_MARCH_3 = """
-CREATE FUNCTION fail_on_march_3() RETURNS trigger LANGUAGE plpgsql AS $$
+def fail_metrics_on(day: str, name: str) -> str:
+    """SQL that makes the metrics of ``day`` fail ('injected failure for <day>'): a trigger named ``name``."""
+    return f"""
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.date = DATE '2025-03-03' THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
+    IF NEW.date = DATE '{day}' THEN RAISE EXCEPTION 'injected failure for %', NEW.date; END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER fail_on_march_3 BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION fail_on_march_3();
+CREATE TRIGGER {name} BEFORE INSERT ON daily_metrics FOR EACH ROW EXECUTE FUNCTION {name}();
 """
+
+
+FAIL_ON_MARCH_3 = fail_metrics_on("2025-03-03", "fail_on_march_3")
 
 
 SLOW_METRICS = """

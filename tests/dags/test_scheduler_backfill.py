@@ -20,6 +20,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -143,11 +145,8 @@ class Deployment:
             time.sleep(interval)
 
 
-@pytest.fixture
-def deployment(tmp_path, new_database, db_url, smtp_sink):
-    """Airflow 3 for real: metadata on its own PostgreSQL database, dag-processor, scheduler and
-    api-server as process groups of their own, all stopped afterwards, whatever happened."""
-    metadata = new_database(migrated=False)
+def deployment_env(tmp_path: Path, metadata: str) -> dict[str, str]:
+    """The environment of every Airflow component: the README's settings, metadata on ``metadata``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PULSECART_"))}
     env.update({
@@ -168,21 +167,54 @@ def deployment(tmp_path, new_database, db_url, smtp_sink):
         "AIRFLOW__CORE__PARALLELISM": "8",
         "PYTHONDONTWRITEBYTECODE": "1",   # nothing written into dags/
     })
-    deployed = Deployment(tmp_path, env, metadata)
+    return env
+
+
+@contextmanager
+def running(deployed: "Deployment", *settings: tuple[str, ...]) -> Iterator["Deployment"]:
+    """The metadata database migrated, ``settings`` made with the airflow CLI, then the api-server, the
+    dag-processor and the scheduler started; all stopped afterwards, whatever happened."""
     try:
         deployed.airflow("db", "migrate", timeout=600)
-        # The connections and variables go into the metadata database, as the README's deploy steps put them.
-        deployed.airflow("connections", "add", "pulsecart_db", "--conn-uri", airflow_uri(db_url))
-        deployed.airflow("variables", "set", "pulsecart_cli", PULSECART)
-        deployed.airflow("connections", "add", "smtp_default", "--conn-uri", smtp_sink.connection_uri)
-        deployed.airflow("variables", "set", "pulsecart_alert_emails", "ops@pulsecart.test")
-        deployed.start("api-server")
-        deployed.start("dag-processor")
-        deployed.start("scheduler")
+        for args in settings:
+            deployed.airflow(*args)
+        for component in ("api-server", "dag-processor", "scheduler"):
+            deployed.start(component)
         yield deployed
     finally:
         for process in deployed.processes.values():
             stop(process)
+
+
+def wait_until_serving(deployed: "Deployment", dag_ids: list[str]) -> None:
+    """The api-server answers and the DAGs ``dag_ids`` are parsed."""
+    health = f"{deployed.env['AIRFLOW__API__BASE_URL']}/api/v2/monitor/health"
+
+    def api_up():
+        try:
+            with urllib.request.urlopen(health, timeout=5) as response:  # noqa: S310 - the http URL we configured
+                return response.status == 200
+        except OSError:
+            return False
+
+    deployed.wait("the api-server", api_up, STARTUP_TIMEOUT)
+    deployed.wait("the DAGs to be parsed", lambda: len(deployed.query(
+        "SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND NOT is_stale", (dag_ids,))) == len(dag_ids),
+        STARTUP_TIMEOUT)
+
+
+@pytest.fixture
+def deployment(tmp_path, new_database, db_url, smtp_sink):
+    """Airflow 3 for real: metadata on its own PostgreSQL database, dag-processor, scheduler and
+    api-server as process groups of their own. The connections and variables go into the metadata
+    database, as the README's deploy steps put them."""
+    metadata = new_database(migrated=False)
+    with running(Deployment(tmp_path, deployment_env(tmp_path, metadata), metadata),
+                 ("connections", "add", "pulsecart_db", "--conn-uri", airflow_uri(db_url)),
+                 ("variables", "set", "pulsecart_cli", PULSECART),
+                 ("connections", "add", "smtp_default", "--conn-uri", smtp_sink.connection_uri),
+                 ("variables", "set", "pulsecart_alert_emails", "ops@pulsecart.test")) as deployed:
+        yield deployed
 
 
 def pulsecart(url: str, *args) -> str:
@@ -258,19 +290,7 @@ def test_a_parallel_backfill_on_a_real_scheduler_equals_a_serial_window(deployme
     pulsecart(db_url, "seed", *SEED)
     pulsecart(serial_db, "seed", *SEED)
 
-    health = f"{deployment.env['AIRFLOW__API__BASE_URL']}/api/v2/monitor/health"
-
-    def api_up():
-        try:
-            with urllib.request.urlopen(health, timeout=5) as response:  # noqa: S310 - the http URL we configured
-                return response.status == 200
-        except OSError:
-            return False
-
-    deployment.wait("the api-server", api_up, STARTUP_TIMEOUT)
-    deployment.wait("the DAGs to be parsed", lambda: len(deployment.query(
-        "SELECT dag_id FROM dag WHERE dag_id = ANY(%s) AND NOT is_stale", (list(DAILY_DAGS),))) == 2,
-        STARTUP_TIMEOUT)
+    wait_until_serving(deployment, list(DAILY_DAGS))
     assert deployment.query("SELECT bool_and(is_paused) FROM dag")[0][0], "DAGs register paused"
 
     deployment.airflow("dags", "unpause", "-y", "--treat-dag-id-as-regex",
