@@ -120,7 +120,25 @@ def finished_by(job: str, hours_after_firing: int, by: str) -> PulsecartCommand:
 
 
 def default_args(retries: int, retry_delay: timedelta) -> dict:
-    return {"owner": "pulsecart", "retries": retries, "retry_delay": retry_delay}
+    """Every task's owner, retries and retry delay. Retries are fixed when the file is parsed: for a drill,
+    PULSECART_DAG_RETRIES and PULSECART_DAG_RETRY_DELAY_S (seconds) in the dag-processor's environment
+    replace the values given here."""
+    return {"owner": "pulsecart", "retries": int(_parse_time_setting("PULSECART_DAG_RETRIES", retries)),
+            "retry_delay": timedelta(seconds=_parse_time_setting("PULSECART_DAG_RETRY_DELAY_S",
+                                                                 retry_delay.total_seconds()))}
+
+
+def _parse_time_setting(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < float("inf"):   # also refuses nan
+        raise ValueError(f"{name}={text!r}: a number of at least 0 was expected")
+    return value
 
 
 def rerun_help(command: str) -> str:

@@ -1,5 +1,7 @@
 """Every DAG file imports in real Airflow 3, offline and without secrets, and says what it should."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -162,3 +164,31 @@ def test_daily_runs_are_checked_four_hours_after_they_fire(dagbag, dag_id, by):
     assert "dag_run.run_type == 'scheduled'" in check.bash_command and "dag_run.run_type == 'scheduled'" in wait.target_time
     assert check.on_failure_callback[0].by == by
     assert f"not done by {by}" in dag.doc_md
+
+
+def retries_as_parsed(**env: str) -> subprocess.CompletedProcess:
+    """Each task's retries and retry delay (seconds) when the DAG files are parsed with ``env`` added."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(DAGS)!r})
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS)!r})
+        print(json.dumps({{"errors": [str(e) for e in bag.import_errors.values()],
+                          "tasks": {{f"{{d.dag_id}}.{{t.task_id}}": [t.retries, t.retry_delay.total_seconds()]
+                                    for d in bag.dags.values() for t in d.tasks}}}}))
+    """)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PULSECART_DAG_")}
+    return subprocess.run([sys.executable, "-c", script], env=base | env, capture_output=True, text=True,
+                          check=False, timeout=300)
+
+
+def test_a_drill_shortens_every_tasks_retries_through_the_dag_processors_environment():
+    parsed = json.loads(retries_as_parsed(PULSECART_DAG_RETRIES="0", PULSECART_DAG_RETRY_DELAY_S="5").stdout
+                        .strip().splitlines()[-1])
+    assert parsed["errors"] == []
+    assert len(parsed["tasks"]) >= 10
+    assert {task: value for task, value in parsed["tasks"].items() if value != [0, 5.0]} == {}
+    refused = json.loads(retries_as_parsed(PULSECART_DAG_RETRIES="two").stdout.strip().splitlines()[-1])
+    assert refused["tasks"] == {}
+    assert all("PULSECART_DAG_RETRIES='two': a number of at least 0 was expected" in e for e in refused["errors"])
+    assert len(refused["errors"]) == 3
