@@ -12,6 +12,9 @@ backend supplies `pulsecart_db`, `smtp_default` and `pulsecart_alert_emails`.
    and one whose metrics task fails (a trigger rejects that day's row) sends its one failure email after
    its last try, to the backend's recipient through the backend's SMTP connection. The first unpause's
    scheduled run sends its lateness email the same way when its deadline (07:00 UTC) has passed.
+3. Then `smtp_default` and `pulsecart_alert_emails` only in the scheduler's environment
+   (`AIRFLOW_CONN_SMTP_DEFAULT`, `AIRFLOW_VAR_PULSECART_ALERT_EMAILS`; the scheduler restarted): a run
+   that fails for good sends its one failure email to that recipient.
 
 Retries wait 0 s (the test-only cluster policy in tests/dags/retry_policy is on the components'
 PYTHONPATH); nothing else differs from the README's deploy steps.
@@ -33,6 +36,7 @@ from tests.dags.test_scheduler_backfill import (
     deployment_env,
     pulsecart,
     running,
+    stop,
     wait_until_serving,
 )
 from tests.helpers import body, connect, fail_metrics_on
@@ -43,6 +47,7 @@ DAG_ID = "pulsecart_daily_metrics"
 FIRST = date(2025, 3, 3)          # the first form's day; each form, then the backend's runs, a day later
 RETRY_POLICY = Path(__file__).parent / "retry_policy"
 RECIPIENT = "backend-ops@pulsecart.test"   # only the secrets backend knows it
+ENVIRONMENT_RECIPIENT = "environment-ops@pulsecart.test"   # only the scheduler's environment knows it
 BACKEND = "airflow.secrets.local_filesystem.LocalFilesystemBackend"
 RUN_TIMEOUT = 300
 
@@ -156,7 +161,7 @@ def test_every_connection_form_and_a_secrets_backend_on_a_real_scheduler(deploym
     conn.execute(sql.SQL("CREATE ROLE pulsecart_pw LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(PASSWORD)))
     try:
         # Every day's events, and the next day's so that each day's check-complete passes at its first poke.
-        pulsecart(db_url, "seed", "--start", str(FIRST), "--days", str((failing_day - FIRST).days + 2),
+        pulsecart(db_url, "seed", "--start", str(FIRST), "--days", str((failing_day - FIRST).days + 3),
                   "--users", "50", "--events-per-day", "400", "--seed", "28")
         conn.execute(fail_metrics_on(str(failing_day), "fail_on_day"))
         _run(deployment, secrets, db_url, smtp_sink, form_values, days, backend_day, failing_day)
@@ -220,3 +225,23 @@ def _run(deployment, secrets, db_url, smtp_sink, form_values, days, backend_day,
     assert f"Rerun by hand: pulsecart metrics --date {failing_day}\n" in body(failed) + "\n", body(failed)
     assert PASSWORD not in "".join(m.as_string() for m in smtp_sink.messages)
     print(f"emails through the secrets backend: {expected}")
+
+    # 3. smtp_default and the recipients only in the environment of the scheduler (whose task processes
+    # inherit it), no longer in the backend: a failing run's email still arrives, to that recipient.
+    environment_day = failing_day + timedelta(days=1)
+    with connect(db_url) as conn:
+        conn.execute(fail_metrics_on(str(environment_day), "fail_on_environment_day"))
+    del secrets.connections["smtp_default"], secrets.variables["pulsecart_alert_emails"]
+    secrets.write()
+    stop(deployment.processes["scheduler"])
+    deployment.env |= {"AIRFLOW_CONN_SMTP_DEFAULT": smtp_sink.connection_uri,
+                       "AIRFLOW_VAR_PULSECART_ALERT_EMAILS": ENVIRONMENT_RECIPIENT}
+    deployment.start("scheduler")
+    before = len(smtp_sink.messages)
+    failing = trigger(deployment, environment_day, "environment")
+    assert wait_for_end(deployment, failing) == "failed", run_logs(deployment, failing)
+    deployment.wait("the failure email", lambda: len(smtp_sink.messages) > before, 120, interval=1)
+    time.sleep(3)
+    sent = smtp_sink.messages[before:]
+    assert [(m["Subject"], m["X-Envelope-To"]) for m in sent] == [
+        (f"[pulsecart] FAILED {DAG_ID}.compute_daily_metrics for {environment_day} (try 3 of 3)", ENVIRONMENT_RECIPIENT)]
