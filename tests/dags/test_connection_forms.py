@@ -1,6 +1,7 @@
 """Every usual form of the Airflow connection `pulsecart_db` works in a task: the DAGs pass
 `{{ conn.pulsecart_db.get_uri() }}` to pulsecart, and Airflow writes extras that are not all strings as one
-`__extra__` JSON parameter, which libpq alone refuses. Each form runs a real task (`airflow tasks test`)."""
+`__extra__` JSON parameter, which libpq alone refuses. Each form runs the metrics DAG (`airflow dags test`: the sensor, which gets its own environment, and the
+job); tests/dags/test_scheduler_connections.py runs each on a real scheduler."""
 
 import json
 import tempfile
@@ -14,7 +15,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.helpers import insert_events, utc
 
-pytestmark = pytest.mark.slow   # one `airflow tasks test` (about 10 s) per form
+pytestmark = pytest.mark.slow   # one `airflow dags test` per form
 
 PASSWORD = "p@ss:w/o%r#d"  # noqa: S105 - a test role's, with the characters a URI must encode
 
@@ -47,14 +48,16 @@ def forms(db_url: str) -> dict[str, dict[str, str]]:
 def test_every_usual_connection_form_runs_a_task(airflow, conn, db_url):
     conn.execute(sql.SQL("DROP ROLE IF EXISTS pulsecart_pw"))
     conn.execute(sql.SQL("CREATE ROLE pulsecart_pw LOGIN SUPERUSER PASSWORD {}").format(sql.Literal(PASSWORD)))
-    insert_events(conn, [("a", "order.placed", utc(2025, 3, 3, 12), {"total": 5})])
+    insert_events(conn, [("a", "order.placed", utc(2025, 3, 3, 12), {"total": 5}),
+                         ("b", "product.viewed", utc(2025, 3, 4, 0, 45))])   # the sensor's check passes
     failures = {}
     try:
         for name, env in forms(db_url).items():
-            before = conn.execute("SELECT count(*) FROM job_runs WHERE status = 'succeeded'").fetchone()[0]
-            result = airflow("tasks", "test", "pulsecart_daily_metrics", "compute_daily_metrics", "2025-03-04",
-                             extra_env=env)
-            after = conn.execute("SELECT count(*) FROM job_runs WHERE status = 'succeeded'").fetchone()[0]
+            before = conn.execute("SELECT count(*) FROM job_runs WHERE job = 'metrics' AND status = 'succeeded'"
+                                  ).fetchone()[0]
+            result = airflow("dags", "test", "pulsecart_daily_metrics", "2025-03-04", extra_env=env)
+            after = conn.execute("SELECT count(*) FROM job_runs WHERE job = 'metrics' AND status = 'succeeded'"
+                                 ).fetchone()[0]
             if result.returncode != 0 or after != before + 1:
                 failures[name] = (result.stdout + result.stderr)[-1500:]
             assert PASSWORD not in result.stdout + result.stderr, name
