@@ -423,6 +423,7 @@ def bench_memory(server_url: str, url7: str, url30: str, profile: dict) -> dict:
 WRITERS = 4
 BATCH_ROWS = 500
 RECENT_DAYS = 3
+LATE_SHARE = 0.02  # late events (dead letters republished, a phone back online) among the consumer's rows
 ADOPT_DAYS = 3
 EVENT_TYPES = tuple(name for name, _ in EVENT_MIX)
 INSERT_EVENT = 'INSERT INTO public.events (event_id, user_id, event_type, "timestamp", payload) VALUES '
@@ -432,17 +433,25 @@ INSERT_VARIANTS = {
     "multi_row_500": f"{BATCH_ROWS}-row INSERT statement a transaction",
     "executemany_500": f"{BATCH_ROWS} single-row INSERTs a transaction (executemany)",
 }
+# Every row late, into a day already run: each transaction writes its change row. Reported, no goal.
+ALL_LATE = "single_row_all_late"
+ALL_LATE_LABEL = "single-row INSERT, autocommit, every row into a day already run"
 
 
 class ConsumerRows:
-    """Events as the consumer writes them: random ids, timestamps spread over the last RECENT_DAYS days.
+    """Events as the consumer writes them: random ids; timestamps of the last hour of today (UTC), but for
+    ``late_share`` of them, late events of the RECENT_DAYS days before, which the nightly runs have read.
     Cheap to make (the client shares the machine's cores with the server), and the same with or without
     change tracking."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, late_share: float = LATE_SHARE):
         self.rng = random.Random(seed)  # noqa: S311 - test data
         now = datetime.now(UTC)
-        self.stamps = [(now - timedelta(microseconds=self.rng.randrange(RECENT_DAYS * 86_400_000_000))).isoformat()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        recent_us = max(1, min(3_600_000_000, int((now - midnight).total_seconds() * 1_000_000)))
+        self.stamps = [(midnight - timedelta(microseconds=1 + self.rng.randrange(RECENT_DAYS * 86_400_000_000))
+                        if self.rng.random() < late_share
+                        else now - timedelta(microseconds=self.rng.randrange(recent_us))).isoformat()
                        for _ in range(4096)]
         self.i = 0
 
@@ -458,7 +467,7 @@ class ConsumerRows:
 
 def insert_rows(conn: psycopg.Connection, rows: ConsumerRows, variant: str) -> int:
     """One unit of the consumer's writing (``variant``: a key of INSERT_VARIANTS); returns the rows written."""
-    if variant == "single_row":
+    if variant in ("single_row", ALL_LATE):
         conn.execute(INSERT_EVENT + ONE_ROW, rows.take(1)[0])
         return 1
     batch = rows.take(BATCH_ROWS)
@@ -479,7 +488,7 @@ def insert_rate(url: str, variant: str, seconds: float) -> float:
     deadline = [0.0]
 
     def write(i: int) -> None:
-        rows = ConsumerRows(i)
+        rows = ConsumerRows(i, late_share=1.0 if variant == ALL_LATE else LATE_SHARE)
         go.wait()
         try:
             while time.perf_counter() < deadline[0]:
@@ -516,6 +525,8 @@ def migrated_pair(server_url: str) -> tuple[str, str]:
     with psycopg.connect(urls[1], autocommit=True) as conn:
         for trigger in (*adopt.EVENT_TRIGGERS, adopt.TRUNCATE_TRIGGER[0]):
             conn.execute(f"DROP TRIGGER {trigger} ON events")
+    with database.connection(urls[0]) as conn:   # as after last night's runs
+        conn.execute(query("changes.read_events_through"), {"last_day": datetime.now(UTC).date() - timedelta(days=1)})
     return urls[0], urls[1]
 
 
@@ -539,7 +550,7 @@ def bench_consumer_inserts(server_url: str, seconds: float, pairs: int) -> dict:
     empty, checkpointed events table."""
     tracked, untracked = migrated_pair(server_url)
     results: dict = {"writers": WRITERS, "seconds_each": seconds, "pairs": pairs}
-    for variant in INSERT_VARIANTS:
+    for variant in (*INSERT_VARIANTS, ALL_LATE):
         rates: dict[str, list[float]] = {"with": [], "without": []}
         for pair in range(pairs):
             order = [("with", tracked), ("without", untracked)]
@@ -753,7 +764,7 @@ def ratios(r: dict) -> dict:
         "reconcile peak memory, whole ÷ a tenth of the backlog":
             r["memory"]["reconcile_full_backlog_mb"] / r["memory"]["reconcile_tenth_backlog_mb"],
         **{insert_ratio_name(label): r["consumer_inserts"][variant]["ratio"]
-           for variant, label in INSERT_VARIANTS.items()},
+           for variant, label in (*INSERT_VARIANTS.items(), (ALL_LATE, ALL_LATE_LABEL))},
         "status 30 days ÷ CLI start-up (pulsecart --version)": st["cli_s"] / st["cli_startup_s"],
         f"status 30 days with {STATUS_BACKLOG:,} unfolded change rows for today ÷ without":
             st["cli_backlog_today_s"] / st["cli_s"],
@@ -830,7 +841,7 @@ def markdown_new_sections(results: dict) -> list[str]:
     lines = [(f"| consumer inserts, {ci['writers']} writers (rows/s, median of {ci['pairs']} pairs of "
               f"{ci['seconds_each']:g} s) | with change tracking | without | with ÷ without (median of the pairs' "
               "ratios) | the pairs' ratios, lowest to highest |"), "| --- | ---: | ---: | ---: | --- |"]
-    for variant, label in INSERT_VARIANTS.items():
+    for variant, label in (*INSERT_VARIANTS.items(), (ALL_LATE, ALL_LATE_LABEL)):
         v = ci[variant]
         spread = " ".join(f"{r:.2f}" for r in sorted(v["pair_ratios"]))
         lines.append(f"| {label} | {v['with_rows_per_s']:,.0f} | {v['without_rows_per_s']:,.0f} | {v['ratio']:.2f} "

@@ -22,6 +22,7 @@ class DayContext:
     # Returns once the run's previous day has committed (a window keeps two days in flight).
     wait_for_previous_day: Callable[[], None] = lambda: None
     notify: Callable[[str], None] = lambda message: None  # a note for the operator, now
+    writers_open: bool = False  # a transaction writing events stayed open: the day notes a possible change
 
 
 SCORES_LOCK_NOTE_AFTER_S = 1.0
@@ -45,6 +46,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     conn.execute(query("aggregate.begin_day"))
     aggregate_rows, *counts_written, changes_seen, events = one_row(
         conn.execute(query("aggregate.replace_counts"), params))
+    _note_open_writers(conn, day, context)
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
     conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written), "events": events})
@@ -69,6 +71,13 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
                  "scores_read_unaggregated_days": unaggregated,
                  EVENT_CHANGES_SEEN: changes_seen},
     )
+
+
+def _note_open_writers(conn: psycopg.Connection, day: date, context: DayContext) -> None:
+    """After the day's events were read: when a transaction writing events stayed open, the day counts as
+    changed after this run (it may hold rows the run did not see)."""
+    if context.writers_open:
+        conn.execute(query("changes.note_writer_may_have_changed"), {"day": day})
 
 
 def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], None]) -> None:
@@ -112,6 +121,7 @@ def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayCo
     start, end = day_bounds(day)
     orders, abandoned, rate, revenue, invalid, changes_seen = one_row(conn.execute(
         query("metrics.replace_day"), {"day": day, "start": start, "end": end}))
+    _note_open_writers(conn, day, context)
     return Outcome(
         rows=1,
         details={

@@ -2,6 +2,7 @@
 lock, in its own transaction, in the ledger) and reconcile's topics."""
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
-from pulsecart_cli.queries import query
+from pulsecart_cli.queries import one_row, query
 from pulsecart_cli.reconcile import Options, check_subscription, reconcile_topic
 from pulsecart_cli.registry import DAILY_JOBS
 from pulsecart_cli.units import ConnectionLost, NotRun, committed_result, run_unit
@@ -178,17 +179,38 @@ def run_daily(
         if request.dry_run or not report.plan:
             return report
         conn.execute(query("changes.fold"))   # readers count few rows; only a run that writes folds
+        planned = [d for d, _ in report.plan]
+        writers_open = not request.forget and _settle_event_writers(conn, planned[-1])
+        if writers_open:
+            notify(f"{job}: a transaction writing events stayed open over {WRITERS_WAIT_S:g} s after the run began; "
+                   "it may hold rows of these days, so they stay stale until a run after it ends")
         with progress(len(report.plan)) as (on_day_start, on_day_done):
-            report.run = _run_days(conn, url, job, [d for d, _ in report.plan], request.invocation,
+            report.run = _run_days(conn, url, job, planned, request.invocation,
                                    wait=request.wait, keep_going=request.keep_going,
                                    on_day_start=on_day_start, on_day_done=on_day_done, notify=notify,
-                                   forget=request.forget)
+                                   forget=request.forget, writers_open=writers_open)
         if report.run.in_doubt is not None:
             _settle_in_doubt(url, job, report.run, report.run.in_doubt)
         for result in report.run.results:
             if result.status == RunStatus.UNKNOWN:
                 _settle_unanswered_commit(url, job, result)
     return report
+
+
+WRITERS_WAIT_S = 2.0
+
+
+def _settle_event_writers(conn: psycopg.Connection, last_day: date) -> bool:
+    """Before a run reads events up to ``last_day``: from now on inserts into its days write change rows
+    (migration 0007). An insert that came before may have written none; its transaction still holds a write
+    lock on events, so wait up to WRITERS_WAIT_S for those transactions to end. True when some stay open."""
+    conn.execute(query("changes.read_events_through"), {"last_day": last_day})
+    writers = one_row(conn.execute(query("changes.event_writers"), {"among": None}))[0]
+    deadline = time.monotonic() + WRITERS_WAIT_S
+    while writers and time.monotonic() < deadline:
+        time.sleep(0.01)
+        writers = one_row(conn.execute(query("changes.event_writers"), {"among": writers}))[0]
+    return bool(writers)
 
 
 def _committed_as_a_new_connection_reads(url: str, job: str, run_id: int, day: date) -> UnitResult | None:
@@ -245,22 +267,25 @@ def _run_days(
     on_day_done: OnDayDone,
     notify: Callable[[str], None],
     forget: bool = False,
+    writers_open: bool = False,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
     Stops at the first failed day unless ``keep_going``, at Ctrl-C, SIGTERM or SIGHUP (the current day
     rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
     An overlapping job's window also runs on a second connection to ``url``. ``forget``: remove each day's
-    results instead (`pulsecart forget`), one day at a time, under the same lock and ledger."""
+    results instead (`pulsecart forget`), one day at a time, under the same lock and ledger. ``writers_open``:
+    each day notes a possible change of its events (_settle_event_writers)."""
     days = sorted(days)
     if DAILY_JOBS[job].overlapping and len(days) > 1 and not forget:
-        return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify).run(conn, on_day_start,
-                                                                                           on_day_done)
+        return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify,
+                                writers_open).run(conn, on_day_start, on_day_done)
     day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
     for index, day in enumerate(days):
         try:
             on_day_start(day)
-            context = DayContext(later_days=_later_within_a_week(days, index), notify=notify)
+            context = DayContext(later_days=_later_within_a_week(days, index), notify=notify,
+                                 writers_open=writers_open)
             result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
                               run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
         except KeyboardInterrupt as exc:  # between days, or before the day's work started
@@ -311,9 +336,9 @@ class _OverlappingDays:
     it, as in a serial run: the next day, already started, is rolled back and leaves no ledger row."""
 
     def __init__(self, url: str, job: str, days: list[date], invocation: Invocation, wait: bool, keep_going: bool,
-                 notify: Callable[[str], None]):
+                 notify: Callable[[str], None], writers_open: bool):
         self.url, self.job, self.invocation, self.wait, self.keep_going = url, job, invocation, wait, keep_going
-        self.notify = notify
+        self.notify, self.writers_open = notify, writers_open
         self.days = [_Day(day) for day in days]
         self.stopping = threading.Event()  # start no further day
         self.interrupted = threading.Event()
@@ -420,7 +445,8 @@ class _OverlappingDays:
 
     def _day_work(self, conn: psycopg.Connection, index: int):
         context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
-                             wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify)
+                             wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify,
+                             writers_open=self.writers_open)
         outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
         if self.interrupted.is_set():
             raise self._interruption()  # not committed yet: roll back like the day still running

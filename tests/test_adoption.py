@@ -380,6 +380,7 @@ def test_migrate_replaces_an_earlier_insert_trigger_on_every_partition_while_the
         found = [d for (d,) in conn.execute(definitions)]
         assert len(found) == SPEC.days + 12 and not any(" WHEN (" in d for d in found)
         conn.execute("DELETE FROM pulsecart.event_changes")
+        conn.execute("SELECT pulsecart.note_events_read_through('2025-03-07')")   # as a run of the week does
         with conn.transaction():                # one change row a transaction and day, as before
             for hour in (1, 2, 25):
                 conn.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\") VALUES"

@@ -3,6 +3,10 @@ straddles the run, a delete, an update of a column a job reads. On a fresh datab
 seed's schema, and on a partitioned events table; and `--stale` repairs what it flags."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from datetime import date
 
 import psycopg
@@ -77,8 +81,11 @@ def test_an_insert_whose_transaction_straddles_the_run_makes_the_day_stale(week_
                          " VALUES (gen_random_uuid(), 'straddler', 'order.placed', %s, '{\"total\": \"12.50\"}')",
                          (utc(2025, 3, 3, 12),))
         for job in ("aggregate", "metrics"):
-            assert run_pulsecart(job, "--date", str(D), env={"PULSECART_DATABASE_URL": url}).returncode == 0
-        assert check(url).returncode == 0          # nothing committed yet: nothing changed
+            result = run_pulsecart(job, "--date", str(D), env={"PULSECART_DATABASE_URL": url})
+            assert result.returncode == 0
+            assert "a transaction writing events stayed open over 2 s after the run began" in result.stderr
+        # the runs waited for the open transaction, then gave up: it may hold rows of D, so D is stale already
+        assert any(line.startswith("metrics 2025-03-03 stale:") for line in stale_lines(url))
         consumer.commit()
     lines = stale_lines(url)
     assert "metrics 2025-03-03 stale: its events changed after its latest successful run read them; " \
@@ -88,6 +95,66 @@ def test_an_insert_whose_transaction_straddles_the_run_makes_the_day_stale(week_
     repair_and_compare(url)
     with connect(url) as conn:
         assert conn.execute("SELECT score FROM personalization_scores WHERE user_id = 'straddler'").fetchone() == (10,)
+
+
+def test_an_insert_into_a_day_no_run_has_read_writes_no_change_row_until_a_run_reads_it(week_done):
+    """The consumer's inserts are almost all of today: the insert trigger notes nothing for a day after the
+    latest day any run has read (2025-03-07 here), and notes once a run of that day has begun."""
+    url = week_done
+    with connect(url, autocommit=True) as conn:
+        conn.execute("SELECT fold_event_changes()")
+        insert_events(conn, [("new", "order.placed", utc(2025, 3, 8, 0)), ("new", "order.placed", utc(2025, 3, 9, 23))])
+        assert conn.execute("SELECT count(*) FROM event_changes").fetchone()[0] == 0
+        insert_events(conn, [("late", "order.placed", utc(2025, 3, 7, 23))])
+        assert conn.execute("SELECT day FROM event_changes").fetchall() == [(date(2025, 3, 7),)]
+    assert run_pulsecart("metrics", "--date", "2025-03-08", env={"PULSECART_DATABASE_URL": url}).returncode == 0
+    with connect(url, autocommit=True) as conn:
+        insert_events(conn, [("later", "order.placed", utc(2025, 3, 8, 12)), ("later", "order.placed", utc(2025, 3, 9, 1))])
+        assert conn.execute("SELECT day FROM event_changes WHERE day > '2025-03-07'").fetchall() == [(date(2025, 3, 8),)]
+    assert metrics_stale_on(url, date(2025, 3, 8))
+
+
+def metrics_stale_on(url: str, day: date) -> bool:
+    result = run_pulsecart("status", "--check", "--job", "metrics", "--end", str(day), "--days", "1",
+                           env={"PULSECART_DATABASE_URL": url})
+    return f"metrics {day} stale:" in result.stdout
+
+
+def test_a_run_waits_for_an_insert_into_its_unread_day_made_before_it_began(week_done):
+    """An insert into a day no run had read notes nothing; a run of that day begun before its transaction
+    commits waits for it (up to 2 s), then sees its rows: right, and not stale."""
+    url, day = week_done, date(2025, 3, 8)
+    with psycopg.connect(url) as consumer:
+        consumer.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\", payload)"
+                         " VALUES (gen_random_uuid(), 'early', 'order.placed', %s, '{\"total\": \"5\"}')",
+                         (utc(2025, 3, 8, 9),))
+        run = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "metrics", "--date", str(day)], stdout=subprocess.PIPE,
+                               text=True, env=os.environ | {"PULSECART_DATABASE_URL": url})
+        time.sleep(0.7)
+        consumer.commit()
+        out, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, out
+    assert "stayed open" not in out
+    assert metrics(url, day) == (1, 5)
+    assert not metrics_stale_on(url, day)
+
+
+def test_a_transaction_open_through_the_run_leaves_its_unread_day_stale_until_a_run_after_it(week_done):
+    """The same insert, its transaction open past the run's wait: the run marks the day stale (it may hold
+    rows the run did not see), and a run after the commit repairs it."""
+    url, day = week_done, date(2025, 3, 8)
+    with psycopg.connect(url) as consumer:
+        consumer.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\", payload)"
+                         " VALUES (gen_random_uuid(), 'slow', 'order.placed', %s, '{\"total\": \"5\"}')",
+                         (utc(2025, 3, 8, 9),))
+        result = run_pulsecart("metrics", "--date", str(day), env={"PULSECART_DATABASE_URL": url})
+        assert result.returncode == 0 and "stayed open over 2 s" in result.stderr
+        assert metrics(url, day) == (0, 0)
+        consumer.commit()
+    assert metrics_stale_on(url, day)
+    assert run_pulsecart("metrics", "--date", str(day), "--stale", env={"PULSECART_DATABASE_URL": url}).returncode == 0
+    assert metrics(url, day) == (1, 5)
+    assert not metrics_stale_on(url, day)
 
 
 def test_a_deleted_event_makes_its_day_stale(week_done):

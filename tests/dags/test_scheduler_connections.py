@@ -14,7 +14,8 @@ backend supplies `pulsecart_db`, `smtp_default` and `pulsecart_alert_emails`.
    scheduled run sends its lateness email the same way when its deadline (07:00 UTC) has passed.
 3. Then `smtp_default` and `pulsecart_alert_emails` only in the scheduler's environment
    (`AIRFLOW_CONN_SMTP_DEFAULT`, `AIRFLOW_VAR_PULSECART_ALERT_EMAILS`; the scheduler restarted): a run
-   that fails for good sends its one failure email to that recipient.
+   that fails for good sends its one failure email to that recipient, and the nightly aggregation,
+   unpaused then, sends its first scheduled run's lateness email there once 06:00 UTC has passed.
 
 Retries wait 0 s (the test-only cluster policy in tests/dags/retry_policy is on the components'
 PYTHONPATH); nothing else differs from the README's deploy steps.
@@ -44,6 +45,7 @@ from tests.helpers import body, connect, fail_metrics_on
 pytestmark = pytest.mark.slow
 
 DAG_ID = "pulsecart_daily_metrics"
+AGGREGATION_DAG_ID = "pulsecart_nightly_aggregation"
 FIRST = date(2025, 3, 3)          # the first form's day; each form, then the backend's runs, a day later
 RETRY_POLICY = Path(__file__).parent / "retry_policy"
 RECIPIENT = "backend-ops@pulsecart.test"   # only the secrets backend knows it
@@ -140,13 +142,14 @@ def ledger(db_url: str, day: date) -> list:
                             " ORDER BY id", (day,)).fetchall()
 
 
-def due_lateness_emails(deployed: Deployment) -> list[str]:
-    """The first unpause's scheduled run sends one lateness email once its deadline (fire time + 4 h,
-    07:00 UTC) has passed: its day never completes here. Which depends on the time of day."""
+def due_lateness_emails(deployed: Deployment, dag_id: str = DAG_ID, by_hour: int = 7) -> list[str]:
+    """An unpause's scheduled run of ``dag_id`` sends one lateness email once its deadline (fire time + 4 h,
+    ``by_hour``:00 UTC) has passed: its day never completes here. Which depends on the time of day."""
     now = datetime.now(UTC)
-    return [f"[pulsecart] LATE {DAG_ID} for {(logical_date - timedelta(days=1)).date()}: not finished by 07:00 UTC"
+    return [f"[pulsecart] LATE {dag_id} for {(logical_date - timedelta(days=1)).date()}: "
+            f"not finished by {by_hour:02d}:00 UTC"
             for (logical_date,) in deployed.query(
-                "SELECT logical_date FROM dag_run WHERE dag_id = %s AND run_type = 'scheduled'", (DAG_ID,))
+                "SELECT logical_date FROM dag_run WHERE dag_id = %s AND run_type = 'scheduled'", (dag_id,))
             if logical_date + timedelta(hours=4) < now - timedelta(seconds=30)]
 
 
@@ -239,9 +242,17 @@ def _run(deployment, secrets, db_url, smtp_sink, form_values, days, backend_day,
     deployment.start("scheduler")
     before = len(smtp_sink.messages)
     failing = trigger(deployment, environment_day, "environment")
+    # The nightly aggregation, unpaused now: its first scheduled run is late once 06:00 UTC has passed.
+    wait_until_serving(deployment, [AGGREGATION_DAG_ID])
+    deployment.airflow("dags", "unpause", "-y", "--treat-dag-id-as-regex", f"^{AGGREGATION_DAG_ID}$")
     assert wait_for_end(deployment, failing) == "failed", run_logs(deployment, failing)
-    deployment.wait("the failure email", lambda: len(smtp_sink.messages) > before, 120, interval=1)
+    deployment.wait("the aggregation's scheduled run", lambda: deployment.query(
+        "SELECT 1 FROM dag_run WHERE dag_id = %s AND run_type = 'scheduled'", (AGGREGATION_DAG_ID,)), 120, interval=1)
+    expected = sorted([f"[pulsecart] FAILED {DAG_ID}.compute_daily_metrics for {environment_day} (try 3 of 3)",
+                       *due_lateness_emails(deployment, AGGREGATION_DAG_ID, by_hour=6)])
+    deployment.wait("the alert emails", lambda: len(smtp_sink.messages) - before >= len(expected), 180, interval=1)
     time.sleep(3)
     sent = smtp_sink.messages[before:]
-    assert [(m["Subject"], m["X-Envelope-To"]) for m in sent] == [
-        (f"[pulsecart] FAILED {DAG_ID}.compute_daily_metrics for {environment_day} (try 3 of 3)", ENVIRONMENT_RECIPIENT)]
+    assert sorted(m["Subject"] for m in sent) == expected, deployment.task_logs()
+    assert {m["X-Envelope-To"] for m in sent} == {ENVIRONMENT_RECIPIENT}
+    print(f"emails through the scheduler's environment: {expected}")
