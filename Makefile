@@ -16,14 +16,18 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[embedded]'
 	@touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $@ $(VENV)/.installed
+	@touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
-install: $(VENV)/.installed  ## Create .venv and install pulsecart
+install: $(VENV)/.installed  ## Create .venv and install pulsecart with the embedded PostgreSQL (pulsecart[embedded])
 
 install-dev: $(VENV)/.installed-dev  ## Create .venv and install pulsecart with the dev extras (Airflow, pytest, ruff, mypy)
 
@@ -44,7 +48,7 @@ test: install-dev  ## Run the test suite (real PostgreSQL, Pub/Sub emulator, Air
 bench: install  ## Benchmark against the seed's approach and the floor (BENCH_ARGS=--quick for 100k events/day)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-test-unit: install-dev  ## Run the unit tests only: pure helpers, no PostgreSQL, emulator or Airflow (seconds)
+test-unit: $(VENV)/.installed-test  ## Run the unit tests only: pure helpers, no PostgreSQL, emulator or Airflow (seconds)
 	$(BIN)/python -m pytest tests/unit
 
 lint: install-dev  ## Lint with ruff, type-check pulsecart_cli and dags with mypy

