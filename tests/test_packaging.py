@@ -39,9 +39,8 @@ def test_without_the_embedded_extra_and_a_database_url_one_line_says_how_to_get_
     result = subprocess.run([sys.executable, "-c", script], env=env | {"PULSECART_HOME": str(tmp_path)},
                             cwd=tmp_path, capture_output=True, text=True, check=False)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == [
-        "Error: no database: set PULSECART_DATABASE_URL or pass --database-url "
-        "(for a local embedded PostgreSQL: pip install 'pulsecart[embedded]')"]
+    assert result.stderr.splitlines() == [("Error: no database: set PULSECART_DATABASE_URL or pass --database-url "
+                                           "(for a local embedded PostgreSQL: pip install 'pulsecart[embedded]')")]
     assert result.stdout == ""
 
 
