@@ -6,7 +6,7 @@ DEMO_HOME := $(CURDIR)/.pulsecart
 DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test test-unit lint bench clean
+.PHONY: help install install-dev demo test test-unit lint bench docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -51,8 +51,11 @@ bench: install  ## Benchmark against the seed's approach and the floor (BENCH_AR
 test-unit: $(VENV)/.installed-test  ## Run the unit tests only: pure helpers, no PostgreSQL, emulator or Airflow (seconds)
 	$(BIN)/python -m pytest tests/unit
 
+docs: install-dev  ## Regenerate docs/reference/cli.md from every command's --help
+	$(BIN)/python docs/reference/generate.py
+
 lint: install-dev  ## Lint with ruff, type-check pulsecart_cli and dags with mypy
-	$(BIN)/ruff check pulsecart_cli dags tests bench
+	$(BIN)/ruff check pulsecart_cli dags tests bench docs
 	$(BIN)/mypy
 
 clean:  ## Remove the venv and local state

@@ -3,7 +3,7 @@ notes, the runner's choice between one day at a time and two days in flight, and
 `--via airflow` targets and the DAG tests check all come from ``DAILY_JOBS``.
 
 Adding a job: its SQL in ``sql/queries/<job>.sql``, its day function (``jobs.DayJob``) in ``jobs.py``,
-one ``DailyJob`` below, and its DAG in ``dags/`` (see README.md, "Adding a job").
+one ``DailyJob`` below, and its DAG in ``dags/`` (see docs/development.md, "Adding a job").
 """
 
 from collections.abc import Callable

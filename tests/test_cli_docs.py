@@ -1,6 +1,7 @@
 """The CLI documents itself (in the spirit of sqlite-utils' tests/test_docs.py): every command and group
-has help with verbatim examples, every example in --help and every `pulsecart …` line in README.md's
-code blocks parses, every option that reads an environment variable says so in --help."""
+has help with verbatim examples, every example in --help and every `pulsecart …` line in the code blocks
+of README.md and docs/ parses, every option that reads an environment variable says so in --help, and
+docs/reference/cli.md is what docs/reference/generate.py makes of --help now."""
 
 import os
 import re
@@ -19,7 +20,10 @@ from pulsecart_cli.cli import app
 from pulsecart_cli.dates import parse_day, parse_window
 from pulsecart_cli.registry import DAILY_JOBS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+# What a reader reads: the README and the docs (the generated CLI reference repeats --help: checked apart).
+DOCS = [README, *sorted(p for p in (REPO / "docs").rglob("*.md") if p.name != "cli.md")]
 ROOT = get_command(app)
 ENV_VARS = {"--database-url": ["PULSECART_DATABASE_URL"], "--home": ["PULSECART_HOME"],
             "--project": ["PULSECART_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT"]}
@@ -96,9 +100,13 @@ def invocations(text: str) -> list[list[str]]:
     return found
 
 
+def docs_text() -> str:
+    return "\n".join(path.read_text() for path in DOCS)
+
+
 def readme_code_lines() -> list[str]:
     lines, inside = [], False
-    for line in README.read_text().splitlines():
+    for line in docs_text().splitlines():
         if line.startswith("```"):
             inside = not inside
             continue
@@ -140,8 +148,8 @@ README_LINES = readme_code_lines()
 
 
 @pytest.mark.parametrize("path", sorted(COMMANDS))
-def test_the_readme_mentions_every_command(path):
-    assert path in README.read_text()
+def test_the_docs_mention_every_command(path):
+    assert path in docs_text()
 
 
 def test_the_readme_has_commands_to_check():
@@ -212,13 +220,46 @@ def test_shell_completion_completes_commands_and_option_values():
     assert "--install-completion" in help_text("pulsecart")
 
 
-def test_the_readme_shows_what_via_airflow_prints(monkeypatch):
-    """A README line `pulsecart … --via airflow` followed by `# airflow backfill create …` shows its real output."""
+def test_the_docs_show_what_via_airflow_prints(monkeypatch):
+    """A docs line `pulsecart … --via airflow` followed by `# airflow backfill create …` shows its real output."""
     monkeypatch.setenv("PULSECART_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/unused")
-    text = README.read_text()
+    text = docs_text()
     pairs = re.findall(r"^pulsecart (.*--via airflow[^#\n]*)\n# (airflow backfill create .*)$", text, re.MULTILINE)
     assert len(pairs) >= 2
     for args, shown in pairs:
         result = CliRunner().invoke(app, shlex.split(args))
         assert result.exit_code == 0, result.output
         assert result.stdout == shown + "\n"
+
+
+def test_the_cli_reference_is_what_help_says_now():
+    """docs/reference/cli.md is generated from --help: a changed option or help text without `make docs`
+    fails here."""
+    generated = subprocess.run([sys.executable, str(REPO / "docs" / "reference" / "generate.py"), "--check"],
+                               cwd=REPO, capture_output=True, text=True, check=False, env=os.environ | {"COLUMNS": "180"})
+    assert generated.returncode == 0, "docs/reference/cli.md is stale: run make docs" + generated.stderr
+
+
+def test_the_readme_is_short_and_links_every_doc():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    for path in [*DOCS[1:], REPO / "docs" / "reference" / "cli.md", REPO / "bench" / "RESULTS.md"]:
+        assert f"]({path.relative_to(REPO)}" in text, f"README.md does not link {path.relative_to(REPO)}"
+
+
+def test_every_relative_link_in_the_docs_reaches_a_file_and_heading():
+    broken = []
+    for doc in [*DOCS, REPO / "bench" / "RESULTS.md"]:
+        for target in re.findall(r"\]\(([^)#:]*)(#[^)]*)?\)", doc.read_text()):
+            file, anchor = target
+            path = (doc.parent / file).resolve() if file else doc
+            if not path.exists():
+                broken.append(f"{doc.relative_to(REPO)}: {file}")
+            elif anchor and anchor[1:] not in {heading_anchor(h) for h in re.findall(r"^#+ (.*)$", path.read_text(), re.MULTILINE)}:
+                broken.append(f"{doc.relative_to(REPO)}: {file}{anchor}")
+    assert not broken
+
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")

@@ -2,7 +2,7 @@
 processes, metadata on PostgreSQL, and `airflow backfill create --max-active-runs 3` over six days of
 both daily DAGs. The result must be exactly what one serial `pulsecart` window gives.
 
-The steps are the README's "Deploy on Airflow", as a person would type them.
+The steps are docs/operations.md's "Deploy on Airflow", as a person would type them.
 
 Alerts go to a real SMTP server, with the Variable and smtp_default stored in the metadata database by
 `airflow variables set` and `airflow connections add`: no task fails, so no failure email; backfill runs
@@ -146,7 +146,7 @@ class Deployment:
 
 
 def deployment_env(tmp_path: Path, metadata: str) -> dict[str, str]:
-    """The environment of every Airflow component: the README's settings, metadata on ``metadata``."""
+    """The environment of every Airflow component: the settings of docs/operations.md, metadata on ``metadata``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PULSECART_"))}
     env.update({
@@ -207,7 +207,7 @@ def wait_until_serving(deployed: "Deployment", dag_ids: list[str]) -> None:
 def deployment(tmp_path, new_database, db_url, smtp_sink):
     """Airflow 3 for real: metadata on its own PostgreSQL database, dag-processor, scheduler and
     api-server as process groups of their own. The connections and variables go into the metadata
-    database, as the README's deploy steps put them."""
+    database, as the deploy steps in docs/operations.md put them."""
     metadata = new_database(migrated=False)
     with running(Deployment(tmp_path, deployment_env(tmp_path, metadata), metadata),
                  ("connections", "add", "pulsecart_db", "--conn-uri", airflow_uri(db_url)),

@@ -18,7 +18,7 @@ backend supplies `pulsecart_db`, `smtp_default` and `pulsecart_alert_emails`.
    unpaused then, sends its first scheduled run's lateness email there once 06:00 UTC has passed.
 
 Retries wait 0 s (the test-only cluster policy in tests/dags/retry_policy is on the components'
-PYTHONPATH); nothing else differs from the README's deploy steps.
+PYTHONPATH); nothing else differs from the deploy steps in docs/operations.md.
 """
 
 import json

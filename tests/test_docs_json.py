@@ -1,5 +1,5 @@
-"""The README's `--json` examples against real output: for every `pulsecart … --json` line followed by a
-`# {…}` comment, the command runs on a database with the README's days in it, and the example and the
+"""The `--json` examples of docs/json.md against real output: for every `pulsecart … --json` line followed by a
+`# {…}` comment, the command runs on a database with the examples' days in it, and the example and the
 output must have the same keys and the same JSON types, at every level. `…` in an example stands for
 any value (`{…}`, `"start": …`) or for more list items (`[…, …]`)."""
 
@@ -15,7 +15,7 @@ from pulsecart_cli import pubsub
 from pulsecart_cli.seed import SeedSpec, seed_events
 from tests.helpers import connect, event, publish_dead_letters, run_pulsecart
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+JSON_DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
 ANY = object()
 EXAMPLE = re.compile(r"^pulsecart (?P<args>[^#\n]*--json[^#\n]*?)[ \t]*(?:#[^\n]*)?\n(?P<json>(?:# [^\n]*\n)+)",
                      re.MULTILINE)
@@ -23,7 +23,7 @@ EXAMPLE = re.compile(r"^pulsecart (?P<args>[^#\n]*--json[^#\n]*?)[ \t]*(?:#[^\n]
 
 def examples() -> list[tuple[list[str], str]]:
     found = []
-    for match in EXAMPLE.finditer(README.read_text()):
+    for match in EXAMPLE.finditer(JSON_DOC.read_text()):
         text = "".join(line[2:] for line in match["json"].splitlines(keepends=True))
         if text.lstrip().startswith("{"):
             found.append((shlex.split(match["args"]), text))
@@ -53,19 +53,19 @@ def differences(example, real, where: str = "$") -> list[str]:
         return []
     if isinstance(example, dict):
         if not isinstance(real, dict):
-            return [f"{where}: an object in the README, {type(real).__name__} in the output"]
-        found = [f"{where}: keys only in the README: {sorted(set(example) - set(real))}"] if set(example) - set(real) else []
+            return [f"{where}: an object in the docs, {type(real).__name__} in the output"]
+        found = [f"{where}: keys only in the docs: {sorted(set(example) - set(real))}"] if set(example) - set(real) else []
         found += [f"{where}: keys only in the output: {sorted(set(real) - set(example))}"] if set(real) - set(example) else []
         return found + [d for key in set(example) & set(real) for d in differences(example[key], real[key], f"{where}.{key}")]
     if isinstance(example, list):
         if not isinstance(real, list):
-            return [f"{where}: a list in the README, {type(real).__name__} in the output"]
+            return [f"{where}: a list in the docs, {type(real).__name__} in the output"]
         if example and not real:
-            return [f"{where}: the output's list is empty, so the README's items cannot be checked"]
+            return [f"{where}: the output's list is empty, so the docs' items cannot be checked"]
         return [d for item in example for d in differences(item, real[0], f"{where}[0]")]
     kinds = {bool: "boolean", int: "number", float: "number", str: "string", type(None): "null"}
     if kinds[type(example)] != kinds[type(real)]:
-        return [f"{where}: {kinds[type(example)]} {example!r} in the README, {kinds[type(real)]} {real!r} in the output"]
+        return [f"{where}: {kinds[type(example)]} {example!r} in the docs, {kinds[type(real)]} {real!r} in the output"]
     return []
 
 
@@ -73,12 +73,12 @@ def test_the_comparison_can_fail():
     example = parse_example('{"a": 1, "b": [{"c": "x"}, …], "d": {…}, "e": …}')
     assert differences(example, {"a": 2, "b": [{"c": "y"}], "d": {"z": 1}, "e": [1]}) == []
     assert sorted(differences(example, {"a": "2", "b": [{"c": "y", "f": 1}], "d": 1, "e": None})) == [
-        "$.a: number 1 in the README, string '2' in the output", "$.b[0]: keys only in the output: ['f']"]
+        "$.a: number 1 in the docs, string '2' in the output", "$.b[0]: keys only in the output: ['f']"]
 
 
 @pytest.fixture
 def readme_database(db_url, gcp_project, pubsub_emulator):
-    """The README's days (2025-03-01 … 2025-03-08) aggregated and computed, one day of metrics failed, and
+    """The examples' days (2025-03-01 … 2025-03-08) aggregated and computed, one day of metrics failed, and
     dead letters reconciled (one quarantined); the environment the commands run with."""
     with connect(db_url) as conn:
         seed_events(conn, SeedSpec(date(2025, 3, 1), 8, 200, 1_000, 3))
