@@ -7,7 +7,7 @@ result. ``PulsecartGroup.main`` is the one place that turns errors into exit cod
 import shlex
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -31,7 +31,7 @@ from pulsecart_cli import (
     render,
     schedules,
 )
-from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days, today_utc
+from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days, today_utc, when
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
@@ -66,6 +66,9 @@ from pulsecart_cli.status import (
     with_suspect_days,
 )
 
+if TYPE_CHECKING:
+    from typer._click import Context
+
 
 class PulsecartGroup(TyperGroup):
     """Maps every error to one line on stderr and a documented exit code."""
@@ -77,7 +80,7 @@ class PulsecartGroup(TyperGroup):
             code = self._run(argv, prog_name, complete_var, windows_expand_args=windows_expand_args, **extra)
         return _exit(code, standalone_mode)
 
-    def _run(self, argv, prog_name, complete_var, **extra) -> int:
+    def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None, **extra: Any) -> object:
         debug = "--debug" in argv
         try:
             code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
@@ -117,17 +120,17 @@ class PulsecartGroup(TyperGroup):
                              EXIT_FAILURE)
         return code
 
-    def make_context(self, *args, **kwargs):
+    def make_context(self, *args: Any, **kwargs: Any) -> "Context":
         with _interruption_kept():
             return super().make_context(*args, **kwargs)
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: "Context") -> Any:
         with _interruption_kept():
             return super().invoke(ctx)
 
 
 @contextmanager
-def _interruption_kept():
+def _interruption_kept() -> Iterator[None]:
     """Typer turns a KeyboardInterrupt into a silent exit 130, whatever the signal: keep which one it was."""
     try:
         yield
@@ -143,7 +146,7 @@ class _InterruptedCommand(Exception):
         self.interruption = interruption
 
 
-def _exit(code, standalone_mode: bool) -> int:
+def _exit(code: object, standalone_mode: bool) -> int:
     code = code if isinstance(code, int) else 0
     if standalone_mode:
         sys.exit(code)
@@ -328,7 +331,7 @@ def _render_daily(report: DailyReport, as_json: bool) -> int:
     if report.already_succeeded is not None:
         done = report.already_succeeded
         render.message(f"{job} {days[0]} already succeeded (run {done.id}, {done.trigger}, "
-                       f"finished {render.when(done.finished_at)}); nothing to do")
+                       f"finished {when(done.finished_at)}); nothing to do")
         if as_json:
             render.print_json(render.daily_json(job, [], skipped="already succeeded"))
         return 0
@@ -366,7 +369,7 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bo
     """Print (or run, and then wait for) the `airflow backfill create` that processes exactly plan.first … plan.last."""
     first_run, last_run = plan.runs
     check = f"pulsecart status --job {plan.dag.job} --end {plan.last} --days {len(plan.days)}"
-    note = (f"{plan.dag.dag_id}: the runs {render.when(first_run)} … {render.when(last_run)} process "
+    note = (f"{plan.dag.dag_id}: the runs {when(first_run)} … {when(last_run)} process "
             f"{plan.first} … {plan.last}; afterwards: {check}")
     if not run_it:
         if as_json:
@@ -576,7 +579,7 @@ def check_complete(
     accept_as = _invocation(None) if min_share == 0 else None
     with _migrated_connection(database_url) as conn:
         result = completeness(conn, day, grace_delta, min_share, accept_as)
-    newest = render.when(result.newest_event) if result.newest_event else "none"
+    newest = when(result.newest_event) if result.newest_event else "none"
     if result.usual is None:
         volume = (f"volume check skipped: {len(result.usual_weeks)} earlier {day:%A}s with counts "
                   f"({MIN_USUAL_WEEKS} needed)")
@@ -584,17 +587,17 @@ def check_complete(
         volume = (f"{result.events:,} events, {result.share:.0%} of its usual "
                   f"({usual_phrase(day, result.usual_weeks, result.usual)})")
     if result.accepted_at is not None:
-        volume += f"; accepted as it is on {render.when(result.accepted_at)}"
+        volume += f"; accepted as it is on {when(result.accepted_at)}"
     if not result.past_the_day:
         render.out().print(f"{day} is not complete yet: newest event {newest}, "
-                           f"waiting for one at or after {render.when(result.threshold)}", markup=False, soft_wrap=True)
+                           f"waiting for one at or after {when(result.threshold)}", markup=False, soft_wrap=True)
         return EXIT_INCOMPLETE
     if result.thin:
         render.out().print(f"{day} has {result.share:.0%} of its usual events "
                            f"({usual_phrase(day, result.usual_weeks, result.usual)}): waiting for the rest; to accept it as it is: "
                            f"pulsecart check-complete --date {day} --min-share 0", markup=False, soft_wrap=True)
         return EXIT_INCOMPLETE
-    render.out().print(f"{day} is complete: newest event {newest} >= {render.when(result.threshold)}; {volume}",
+    render.out().print(f"{day} is complete: newest event {newest} >= {when(result.threshold)}; {volume}",
                        markup=False, soft_wrap=True)
     return 0
 
@@ -759,7 +762,7 @@ def quarantine_discard(
 
 
 @contextmanager
-def _migrated_connection(database_url: str | None):
+def _migrated_connection(database_url: str | None) -> Iterator[psycopg.Connection]:
     with database.connection(database.resolve_url(database_url)) as conn:
         migrations.require_current(conn)
         yield conn
@@ -886,10 +889,10 @@ def db_status(database_url: DatabaseUrl = None) -> None:
     changed = {m.version for m in migrations.changed(applied)}
     for m in migrations.available():
         done = applied.get(m.version)
-        state = f"applied {render.when(done.applied_at)}" if done else "pending"
+        state = f"applied {when(done.applied_at)}" if done else "pending"
         render.out().print(f"{m.label}  {state}" + ("  (file changed since)" if m.version in changed else ""))
     for newer in migrations.unknown(applied):
-        render.out().print(f"{render.clean(newer.label)}  applied {render.when(newer.applied_at)} by a newer pulsecart")
+        render.out().print(f"{render.clean(newer.label)}  applied {when(newer.applied_at)} by a newer pulsecart")
     migrations.refuse_newer(applied)
 
 

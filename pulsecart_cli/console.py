@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from types import FrameType
 
 from pulsecart_cli.errors import HANDLED_SIGNALS, Interrupted
 
@@ -16,7 +17,7 @@ _first_signal: int | None = None
 _arrivals: int | None = None  # the read end of the wakeup pipe, where each signal's number is written as it arrives
 
 
-def _raise_interrupted(signum, frame) -> None:
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     """SIGTERM (Airflow's timeout, "mark failed", a worker shutdown; kill, systemd, Kubernetes) and
     SIGHUP take Ctrl-C's path: the running statement is cancelled on the server, the work in flight
     rolls back and is marked failed, and the process exits 128 + the signal's number. Raised once:
@@ -55,7 +56,7 @@ def _first_to_arrive(signum: int) -> int:
 _command_over = threading.Event()
 
 
-def _redeliver_swallowed_interruption(unraisable) -> None:
+def _redeliver_swallowed_interruption(unraisable: "sys.UnraisableHookArgs") -> None:
     """Where Python cannot raise (a ``__del__``, a weakref callback such as the import system's module-lock
     cleanup), it prints the handler's exception and goes on: the signal would be lost and the run go on
     to the end. Send it again to the main thread, from outside, to land where it can be raised. (Off the

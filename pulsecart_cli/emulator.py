@@ -17,7 +17,7 @@ EMULATOR_PATHS = (
 
 @dataclass
 class Emulator:
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     host: str
 
     def stop(self) -> None:

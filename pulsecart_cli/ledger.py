@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
 from pulsecart_cli.errors import Interrupted
 
@@ -50,7 +51,7 @@ class Outcome:
     """What a unit of work wrote."""
 
     rows: int
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when the work finished but did not fully succeed
     status: RunStatus | None = None  # the ledger status when not succeeded/failed: forgotten
 
@@ -65,7 +66,7 @@ class UnitResult:
     status: RunStatus
     rows: int = 0
     duration_s: float = 0.0
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     run_id: int | None = None
     interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP rolled this unit back

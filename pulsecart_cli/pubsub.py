@@ -2,8 +2,9 @@
 PUBSUB_EMULATOR_HOST set, the emulator."""
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pulsecart_cli.errors import ConfigError, ServiceError, first_line
 
@@ -94,9 +95,9 @@ def setup(clients: Clients, pairs: list[TopicPair]) -> list[str]:
     Returns what was created."""
     from google.api_core import exceptions as gexc
 
-    created = []
+    created: list[str] = []
 
-    def ensure(kind, create, name, request):
+    def ensure(kind: str, create: Callable[..., object], name: str, request: dict[str, Any]) -> None:
         try:
             create(request=request)
             created.append(f"{kind} {name}")

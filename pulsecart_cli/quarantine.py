@@ -1,5 +1,7 @@
 """Review quarantined dead letters: list, show, replay after a fix, discard (the row is kept)."""
 
+from typing import Any
+
 import psycopg
 from psycopg.rows import dict_row
 
@@ -12,13 +14,13 @@ REPLAY_TIMEOUT_S = 30.0  # per message, to publish and to get its id back
 
 
 def list_entries(conn: psycopg.Connection, topic: str | None = None, reason: str | None = None,
-                 status: str | None = None, limit: int = 50) -> list[dict]:
+                 status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Entries newest first, as dicts in the query's column order (the `quarantine list --json` shape)."""
     return conn.cursor(row_factory=dict_row).execute(
         query("quarantine.list"), {"topic": topic, "reason": reason, "status": status, "limit": limit}).fetchall()
 
 
-def get_entries(conn: psycopg.Connection, ids: list[int]) -> list[dict]:
+def get_entries(conn: psycopg.Connection, ids: list[int]) -> list[dict[str, Any]]:
     rows = conn.cursor(row_factory=dict_row).execute(query("quarantine.get"), {"ids": ids}).fetchall()
     missing = sorted(set(ids) - {row["id"] for row in rows})
     if missing:

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from concurrent import futures as cf
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -40,11 +41,11 @@ class Options:
 class Verdict:
     republish: bool
     reason: str | None = None
-    attributes: dict | None = None
+    attributes: dict[str, str] | None = None
     ordering_key: str = ""
 
 
-def classify(data: bytes, attributes: dict, ordering_key: str, max_reconciles: int) -> Verdict:
+def classify(data: bytes, attributes: dict[str, str], ordering_key: str, max_reconciles: int) -> Verdict:
     """Republish a JSON object with a non-empty event_type, below the reconcile limit; quarantine the rest."""
     try:
         event = json.loads(data.decode("utf-8"))
@@ -81,8 +82,8 @@ class Report:
     ack_failed: int = 0
     aborted: bool = False
     dry_run: bool = False
-    reasons: dict = field(default_factory=dict)
-    errors: list = field(default_factory=list)
+    reasons: dict[str | None, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
     def outcome(self) -> Outcome:
         details = {k: v for k, v in vars(self).items() if k != "errors"}
@@ -97,8 +98,8 @@ class Report:
 
 @dataclass
 class _Batch:
-    ack_ids_done: list
-    pending: list  # (ack_id, future, ordering_key)
+    ack_ids_done: list[str]
+    pending: list[tuple[str, cf.Future[str], str]]  # (ack_id, future, ordering_key)
 
 
 class Reconciler:
@@ -144,7 +145,7 @@ class Reconciler:
         if leased:
             self._modify_deadline(leased, 0)  # a dry run hands everything straight back
 
-    def _pull(self, max_messages: int) -> list:
+    def _pull(self, max_messages: int) -> list[Any]:
         from google.api_core import exceptions as gexc
 
         try:
@@ -155,7 +156,7 @@ class Reconciler:
             return []
         return list(response.received_messages)
 
-    def _handle(self, received: list) -> _Batch | None:
+    def _handle(self, received: list[Any]) -> _Batch | None:
         quarantine_rows, quarantined_ack_ids, to_publish = [], [], []
         for item in received:
             message = item.message
@@ -187,7 +188,7 @@ class Reconciler:
         ]
         return _Batch(ack_ids_done=quarantined_ack_ids, pending=pending)
 
-    def _store(self, rows: list[dict]) -> int:
+    def _store(self, rows: list[dict[str, Any]]) -> int:
         """Commit the quarantine rows; returns how many were new (a redelivery is stored once)."""
         if not rows:
             return 0
@@ -195,7 +196,7 @@ class Reconciler:
             cur.executemany(query("quarantine.insert"), rows, returning=False)
             return cur.rowcount
 
-    def _settle(self, batch: _Batch, waiting: deque) -> None:
+    def _settle(self, batch: _Batch, waiting: deque[_Batch]) -> None:
         """Wait for a batch's publishes, keeping its and the waiting batches' messages leased, then ack."""
         futures = {future: (ack_id, key) for ack_id, future, key in batch.pending}
         deadline = time.monotonic() + self.options.publish_timeout_s

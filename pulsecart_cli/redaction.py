@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, TextIO
 from urllib.parse import unquote
 
 from pulsecart_cli.render import clean
@@ -53,7 +54,7 @@ def _redact(text: str) -> tuple[str, set[str]]:
     if scheme:
         return _redact_uri(text, scheme.end(), found), found
 
-    def keyword(match: re.Match) -> str:
+    def keyword(match: re.Match[str]) -> str:
         value = match["value"]
         found.update({value, re.sub(r"\\(.)", r"\1", match["quoted"] or match["bare"] or "", flags=re.DOTALL)})
         quote = "'" if value.startswith("'") else ""
@@ -65,7 +66,7 @@ def _redact(text: str) -> tuple[str, set[str]]:
 def _redact_uri(uri: str, head: int, found: set[str]) -> str:
     rest = uri[head:]
 
-    def query_param(match: re.Match) -> str:
+    def query_param(match: re.Match[str]) -> str:
         if "password" not in unquote(match["key"]).lower():
             return match[0]
         found.update({match["value"], unquote(match["value"])})
@@ -113,7 +114,7 @@ def replacements(texts: Iterable[str], raw_passwords: Iterable[str] = ()) -> lis
 class _Filtered:
     """A text stream that masks secrets in everything written to it."""
 
-    def __init__(self, stream, pairs: list[tuple[str, str]]):
+    def __init__(self, stream: TextIO, pairs: list[tuple[str, str]]):
         self._stream = stream
         self._pairs = pairs
 
@@ -122,7 +123,7 @@ class _Filtered:
             text = text.replace(old, new)
         return self._stream.write(text)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name == "buffer":  # writing bytes would go around the filter
             raise AttributeError(name)
         return getattr(self._stream, name)

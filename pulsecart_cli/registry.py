@@ -8,11 +8,12 @@ one ``DailyJob`` below, and its DAG in ``dags/`` (see docs/development.md, "Addi
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pulsecart_cli.jobs import DayJob, aggregate_day, forget_aggregate_day, forget_metrics_day, metrics_day
 
 
-def _details(details: dict) -> str:
+def _details(details: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in details.items())
 
 
@@ -37,11 +38,11 @@ class DailyJob:
     # against the same weekday's usual; every job's day is also suspect when its events are thin.
     watched_figures: tuple[str, ...] = ()
     # A succeeded day's details as the notes of the results table (Rich markup; values are numbers).
-    summary: Callable[[dict], str] = _details
-    forgotten_summary: Callable[[dict], str] = _details  # the same for a day `forget` removed
+    summary: Callable[[dict[str, Any]], str] = _details
+    forgotten_summary: Callable[[dict[str, Any]], str] = _details  # the same for a day `forget` removed
 
 
-def _aggregate_summary(d: dict) -> str:
+def _aggregate_summary(d: dict[str, Any]) -> str:
     kept = " (kept: already computed from these counts)" if d["scores_kept"] else ""
     note = f"{d['scored_users']} users scored{kept}; current scores as of {d['current_scores_as_of']}"
     unaggregated = d.get("scores_read_unaggregated_days")
@@ -52,24 +53,24 @@ def _aggregate_summary(d: dict) -> str:
     return note + _rescored(d)
 
 
-def _aggregate_forgotten(d: dict) -> str:
+def _aggregate_forgotten(d: dict[str, Any]) -> str:
     note = f"{d['counts_removed']} counts and {d['scores_removed']} scores removed{_rescored(d)}"
     return note + f"; current scores as of {d['current_scores_as_of'] or 'none (no day aggregated)'}"
 
 
-def _rescored(d: dict) -> str:
+def _rescored(d: dict[str, Any]) -> str:
     refreshed = d["scores_refreshed"]
     return f"; rescored as of {', '.join(refreshed)} (they read this day's counts)" if refreshed else ""
 
 
-def _metrics_summary(d: dict) -> str:
+def _metrics_summary(d: dict[str, Any]) -> str:
     note = f"orders {d['orders_placed']}, revenue {d['revenue']}, abandonment {d['abandonment_rate'] or '-'}%"
     if d["invalid_order_totals"]:
         note += f", [yellow]{d['invalid_order_totals']} invalid order totals (left out of revenue)[/]"
     return note
 
 
-def _metrics_forgotten(d: dict) -> str:
+def _metrics_forgotten(d: dict[str, Any]) -> str:
     return f"{d['metrics_removed']} daily_metrics row removed"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.markup import escape
@@ -25,7 +26,11 @@ from pulsecart_cli.dates import when
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import RunStatus, UnitResult
 from pulsecart_cli.registry import DAILY_JOBS
-from pulsecart_cli.status import DayStatus
+from pulsecart_cli.status import DayState, DayStatus, Problem
+
+if TYPE_CHECKING:  # for annotations only: not imported at run time
+    from pulsecart_cli.runner import DailyRun
+    from pulsecart_cli.schedules import Backfill, DayRun
 
 STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
                 RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan",
@@ -35,7 +40,7 @@ STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunS
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80
 
 
-def _console(stream, soft_wrap: bool = False) -> Console:
+def _console(stream: TextIO, soft_wrap: bool = False) -> Console:
     return Console(file=stream, highlight=False, width=None if stream.isatty() else NON_TERMINAL_WIDTH,
                    soft_wrap=soft_wrap)
 
@@ -64,12 +69,12 @@ def clean(text: str, keep: str = "") -> str:
     return _CONTROLS.sub(lambda m: m[0] if m[0] in keep else repr(m[0])[1:-1], text)
 
 
-def cell(value) -> str:
+def cell(value: object) -> str:
     """A value from data as it goes into a Rich table or markup: controls escaped, markup escaped."""
     return escape(clean(str(value)))
 
 
-def _default(value):
+def _default(value: object) -> str:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -77,17 +82,17 @@ def _default(value):
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def print_json(document) -> None:
+def print_json(document: object) -> None:
     sys.stdout.write(json.dumps(document, default=_default, indent=2) + "\n")
 
 
-def daily_json(job: str, days: list[dict], ok: bool = True, interrupted: bool = False, dry_run: bool = False,
-               **extra) -> dict:
+def daily_json(job: str, days: list[dict[str, Any]], ok: bool = True, interrupted: bool = False,
+               dry_run: bool = False, **extra: Any) -> dict[str, Any]:
     """The one shape of `aggregate` and `metrics` --json: ok is true exactly when the exit code is 0."""
     return {"ok": ok, "job": job, "dry_run": dry_run, "interrupted": interrupted, "days": days} | extra
 
 
-def day_results_json(job: str, run) -> dict:
+def day_results_json(job: str, run: "DailyRun") -> dict[str, Any]:
     return daily_json(job, [
         {"date": r.run_date, "status": r.status, "rows": r.rows, "duration_s": r.duration_s,
          "details": r.details, "error": r.error, "run_id": r.run_id}
@@ -95,7 +100,8 @@ def day_results_json(job: str, run) -> dict:
     ], ok=run.ok, interrupted=run.interrupted)
 
 
-def backfill_json(plan, check: str, exit_code: int | None = None, runs: list | None = None) -> dict:
+def backfill_json(plan: "Backfill", check: str, exit_code: int | None = None,
+                  runs: "list[DayRun] | None" = None) -> dict[str, Any]:
     """--via airflow: the backfill command for exactly plan.first … plan.last (with --run, how it exited, and
     unless --no-wait, how each day's run ended: ``runs``, a list of schedules.DayRun; null when not waited for)."""
     first_run, last_run = plan.runs
@@ -107,7 +113,7 @@ def backfill_json(plan, check: str, exit_code: int | None = None, runs: list | N
                                                for run in runs]}
 
 
-def reconcile_json(results: list[UnitResult], ok: bool) -> dict:
+def reconcile_json(results: list[UnitResult], ok: bool) -> dict[str, Any]:
     return {
         "ok": ok,
         "job": "reconcile",
@@ -140,7 +146,7 @@ def reconcile_table(results: list[UnitResult]) -> Table:
     return table
 
 
-def quarantine_table(entries: list[dict]) -> Table:
+def quarantine_table(entries: list[dict[str, Any]]) -> Table:
     table = Table(title="quarantined dead letters", title_justify="left")
     for column in ("id", "topic", "message id", "reason", "status", "quarantined at", "bytes"):
         table.add_column(column, justify="right" if column in ("id", "bytes") else "left")
@@ -150,11 +156,11 @@ def quarantine_table(entries: list[dict]) -> Table:
     return table
 
 
-def _shown(value) -> str:
+def _shown(value: object) -> str:
     return when(value) if isinstance(value, datetime) else clean(str(value))
 
 
-def quarantine_entry(entry: dict, max_bytes: int) -> str:
+def quarantine_entry(entry: dict[str, Any], max_bytes: int) -> str:
     from pulsecart_cli.quarantine import printable
 
     data = bytes(entry["data"])
@@ -201,7 +207,8 @@ def plan_text(job: str, plan: list[tuple[date, str]]) -> str:
 
 
 @contextmanager
-def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable, Callable]]:
+def day_progress(job: str, total: int,
+                 enabled: bool) -> Iterator[tuple[Callable[[date], None], Callable[[UnitResult], None]]]:
     """A progress bar on stderr (days done / total, current day, elapsed, ETA) when stderr is a terminal."""
     if not enabled or not sys.stderr.isatty():
         yield (lambda day: None), (lambda result: None)
@@ -211,10 +218,10 @@ def day_progress(job: str, total: int, enabled: bool) -> Iterator[tuple[Callable
     with Progress(*columns, console=_console(sys.stderr), transient=False) as progress:
         task = progress.add_task(job, total=total)
 
-        def on_start(day):
+        def on_start(day: date) -> None:
             progress.update(task, description=f"{job} {day}")
 
-        def on_done(result):
+        def on_done(result: UnitResult) -> None:
             progress.advance(task)
 
         yield on_start, on_done
@@ -227,7 +234,7 @@ STATE_MARKS = {DayStatus.SUCCEEDED: ("✓", "green"), DayStatus.FAILED: ("✗", 
 GAP_FLAGS = {DayStatus.MISSING: "--only-missing", DayStatus.FAILED: "--only-failed", DayStatus.STALE: "--stale"}
 
 
-def _fix_command(job: str, states: dict) -> str | None:
+def _fix_command(job: str, states: dict[date, DayState]) -> str | None:
     gaps: dict[DayStatus, list[date]] = {s.state: [] for s in states.values()}
     for day, state in states.items():
         gaps[state.state].append(day)
@@ -239,14 +246,14 @@ def _fix_command(job: str, states: dict) -> str | None:
     return f"pulsecart {job} --window {min(days)}..{max(days)} {' '.join(flags)}"
 
 
-def _counts(states: dict) -> dict:
+def _counts(states: dict[date, DayState]) -> dict[DayStatus, int]:
     counts = dict.fromkeys(STATE_MARKS, 0)
     for state in states.values():
         counts[state.state] += 1
     return counts
 
 
-def status_json(states_by_job: dict, window: list[date]) -> dict:
+def status_json(states_by_job: dict[str, dict[date, DayState]], window: list[date]) -> dict[str, Any]:
     return {
         "start": window[0], "end": window[-1],
         "jobs": {
@@ -260,13 +267,13 @@ def status_json(states_by_job: dict, window: list[date]) -> dict:
     }
 
 
-def check_json(problems: list, window: list[date]) -> dict:
+def check_json(problems: list[Problem], window: list[date]) -> dict[str, Any]:
     return {"ok": not problems, "start": window[0], "end": window[-1],
             "problems": [{"job": p.job, "date": p.day, "state": p.state, "reason": p.reason, "fix": p.fix}
                          for p in problems]}
 
 
-def status_view(states_by_job: dict, window: list[date]) -> Group:
+def status_view(states_by_job: dict[str, dict[date, DayState]], window: list[date]) -> Group:
     table = Table(title=f"pulsecart status {window[0]} .. {window[-1]} (oldest left)", title_justify="left")
     table.add_column("job")
     table.add_column("days")
@@ -290,7 +297,7 @@ def status_view(states_by_job: dict, window: list[date]) -> Group:
     return Group(*parts)
 
 
-def runs_table(rows: list[dict]) -> Table:
+def runs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="recent runs (newest first)", title_justify="left")
     for column in ("id", "job", "day / target", "status", "trigger", "started", "duration", "rows", "error"):
         table.add_column(column, justify="right" if column in ("id", "duration", "rows") else "left")

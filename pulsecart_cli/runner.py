@@ -24,7 +24,7 @@ from pulsecart_cli.errors import (
     first_line,
 )
 from pulsecart_cli.jobs import DayContext
-from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult
+from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
 from pulsecart_cli.queries import one_row, query
@@ -367,7 +367,8 @@ class _OverlappingDays:
                 self._interrupt(exc)
         return self._outcome()
 
-    def _report_in_order(self, workers, on_day_start, on_day_done) -> None:
+    def _report_in_order(self, workers: list[threading.Thread], on_day_start: OnDayStart,
+                         on_day_done: OnDayDone) -> None:
         for day in self.days:
             on_day_start(day.day)
             while not day.finished.wait(0.1):
@@ -443,7 +444,7 @@ class _OverlappingDays:
                 self.stopping.set()
             day.finished.set()
 
-    def _day_work(self, conn: psycopg.Connection, index: int):
+    def _day_work(self, conn: psycopg.Connection, index: int) -> Outcome:
         context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
                              wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify,
                              writers_open=self.writers_open)

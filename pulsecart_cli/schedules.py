@@ -11,6 +11,7 @@ import time as clock
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from pulsecart_cli.dates import days_between
 from pulsecart_cli.errors import ConfigError, JobFailed
@@ -96,20 +97,20 @@ def find_airflow() -> str:
     return airflow
 
 
-def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.CompletedProcess:
+def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the backfill command; its output is returned, not printed (``failure`` says what went wrong
     when it exited non-zero)."""
     return subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
         plan.command(airflow), capture_output=True, text=True, check=False, timeout=timeout_s)
 
 
-def failure(result: subprocess.CompletedProcess) -> JobFailed | None:
+def failure(result: subprocess.CompletedProcess[str]) -> JobFailed | None:
     if result.returncode == 0:
         return None
     return JobFailed(f"airflow backfill create exited {result.returncode}: {_last_line(result)}")
 
 
-def _last_line(result: subprocess.CompletedProcess) -> str:
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     """What a failed airflow command said last (its error, usually)."""
     return (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
 
@@ -128,7 +129,7 @@ class DayRun:
     run_id: str = ""
 
 
-def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict]:
+def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict[str, Any]]:
     """Airflow's runs of the plan's DAG whose logical dates fall within the plan's runs."""
     first_run, last_run = plan.runs
     result = subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
@@ -140,7 +141,7 @@ def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict
     return parse_runs(result.stdout)
 
 
-def parse_runs(stdout: str) -> list[dict]:
+def parse_runs(stdout: str) -> list[dict[str, Any]]:
     """The JSON list `airflow dags list-runs --output json` prints (after any warnings it prints first; for no
     runs it prints "No data found")."""
     decoder = json.JSONDecoder()
@@ -156,7 +157,7 @@ def parse_runs(stdout: str) -> list[dict]:
     raise JobFailed("airflow dags list-runs printed no JSON list of runs")
 
 
-def finished_runs(plan: Backfill, runs: list[dict], since: datetime) -> dict[date, DayRun]:
+def finished_runs(plan: Backfill, runs: list[dict[str, Any]], since: datetime) -> dict[date, DayRun]:
     """The plan's days whose run ended after ``since`` (when the backfill was created), by day."""
     ended = {}
     for run in runs:
@@ -170,7 +171,7 @@ def finished_runs(plan: Backfill, runs: list[dict], since: datetime) -> dict[dat
     return ended
 
 
-def days_without_runs(plan: Backfill, runs: list[dict]) -> list[date]:
+def days_without_runs(plan: Backfill, runs: list[dict[str, Any]]) -> list[date]:
     have = {plan.day_of(datetime.fromisoformat(r["logical_date"])) for r in runs if r.get("logical_date")}
     return [day for day in plan.days if day not in have]
 

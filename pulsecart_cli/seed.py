@@ -7,6 +7,7 @@ not a number), as real payloads do.
 
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -38,7 +39,7 @@ class SeedSpec:
     events_per_day: int
     seed: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("days", "users", "events_per_day"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
@@ -80,7 +81,7 @@ def _uuid7_text(unix_ms: int, random_bits: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def day_rows(spec: SeedSpec, day: date):
+def day_rows(spec: SeedSpec, day: date) -> Iterator[tuple[str, bool]]:
     """Yield (copy_line, invalid_total) for one day's events, in timestamp order."""
     rng = random.Random(f"{spec.seed}:{day.isoformat()}")  # noqa: S311 - reproducible test data, not secrets
     random_ = rng.random

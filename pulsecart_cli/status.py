@@ -182,7 +182,7 @@ USUAL_WEEKS = 4
 MIN_USUAL_WEEKS = 2
 
 
-def usual_figure(weeks: list) -> Any:
+def usual_figure(weeks: list[Any]) -> Any:
     """The median of the same weekday over the previous weeks with the figure; None with fewer than two."""
     return statistics.median(weeks) if len(weeks) >= MIN_USUAL_WEEKS else None
 
@@ -192,7 +192,7 @@ def usual_volume(weeks: list[int]) -> int | None:
     return None if usual is None else int(usual)
 
 
-def usual_phrase(day: date, weeks: list, usual: Any) -> str:
+def usual_phrase(day: date, weeks: list[Any], usual: Any) -> str:
     """How a usual figure is named: ``median of 4 Tuesdays: 1,000``."""
     return f"median of {len(weeks)} {day:%A}s: {usual:,}"
 
@@ -296,7 +296,7 @@ def completeness(conn: psycopg.Connection, day: date, grace: timedelta, min_shar
 
 
 def recent_runs(conn: psycopg.Connection, job: str | None = None, status: str | None = None,
-                day: date | None = None, limit: int = 20) -> list[dict]:
+                day: date | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """The ledger's rows, newest first, as dicts in the query's column order (the `runs --json` shape)."""
     return conn.cursor(row_factory=dict_row).execute(
         query("status.recent_runs"), {"job": job, "status": status, "day": day, "limit": limit}).fetchall()

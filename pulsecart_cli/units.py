@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -40,7 +40,7 @@ def _signed32(value: int) -> int:
     return value - 2**32 if value >= 2**31 else value
 
 
-def lock_keys(job: str, run_date: date | None, target: str | None) -> dict:
+def lock_keys(job: str, run_date: date | None, target: str | None) -> dict[str, int]:
     unit = run_date.toordinal() if run_date else zlib.crc32((target or "").encode())
     return {"job_key": _signed32(zlib.crc32(f"pulsecart:{job}".encode())), "unit_key": _signed32(unit)}
 
@@ -158,7 +158,7 @@ def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: 
     return result if result.completed else None
 
 
-def _unlock(conn: psycopg.Connection, keys: dict) -> None:
+def _unlock(conn: psycopg.Connection, keys: dict[str, int]) -> None:
     """A session's advisory lock ends with the session: a connection lost after the unit's commit has
     released it, and the unit's result stands (the next statement on ``conn`` reports the loss)."""
     if conn.broken or conn.closed:
@@ -258,7 +258,7 @@ class _Holder:
     started_at: datetime | None
 
 
-def _busy(conn: psycopg.Connection, unit: dict, keys: dict) -> LockBusy:
+def _busy(conn: psycopg.Connection, unit: dict[str, Any], keys: dict[str, int]) -> LockBusy:
     """Who holds the lock, as far as the server and the ledger know, and what to do about it."""
     what = _describe_unit(unit["job"], unit["run_date"], unit["target"])
     hint = "retry later or pass --wait"
