@@ -6,7 +6,7 @@ DEMO_HOME := $(CURDIR)/.pulsecart
 DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test test-unit lint bench docs clean
+.PHONY: help install install-dev demo test test-unit test-db test-airflow lint bench docs clean
 
 help:  ## List the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ bench: install  ## Benchmark against the seed's approach and the floor (BENCH_AR
 
 test-unit: $(VENV)/.installed-test  ## Run the unit tests only: pure helpers, no PostgreSQL, emulator or Airflow (seconds)
 	$(BIN)/python -m pytest tests/unit
+
+test-db: $(VENV)/.installed-test  ## Run the tests that need PostgreSQL (embedded) and the Pub/Sub emulator, not Airflow
+	$(BIN)/python -m pytest tests/db
+
+test-airflow: install-dev  ## Run the DAG tests: real Airflow 3, `airflow dags test`, real deployments
+	$(BIN)/python -m pytest tests/airflow
 
 docs: install-dev  ## Regenerate docs/reference/cli.md from every command's --help
 	$(BIN)/python docs/reference/generate.py

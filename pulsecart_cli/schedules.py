@@ -1,6 +1,6 @@
 """The Airflow DAGs that run the jobs, and how to have Airflow process exactly the days A … B.
 
-``dags/`` is checked against ``DAGS`` (tests/dags/test_schedules.py, tests/unit/test_dag_constants.py): a renamed DAG or a moved
+``dags/`` is checked against ``DAGS`` (tests/airflow/test_schedules.py, tests/unit/test_dag_constants.py): a renamed DAG or a moved
 schedule fails the suite, never the printed backfill command.
 """
 

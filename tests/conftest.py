@@ -23,7 +23,7 @@ from tests.helpers import connect
 TEMPLATE_DB = "pulsecart_test_template"
 
 
-DAG_TESTS = Path(__file__).parent / "dags"
+DAG_TESTS = Path(__file__).parent / "airflow"
 
 
 def pytest_collection_modifyitems(items):

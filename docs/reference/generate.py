@@ -1,4 +1,4 @@
-"""Writes docs/reference/cli.md from every command's --help: `make docs`. tests/test_cli_docs.py fails when
+"""Writes docs/reference/cli.md from every command's --help: `make docs`. tests/db/test_cli_docs.py fails when
 the file differs from what this prints."""
 
 import os

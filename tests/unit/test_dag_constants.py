@@ -43,7 +43,7 @@ def dag_declarations() -> dict[str, dict[str, object]]:
 
 def test_every_dag_the_library_knows_is_in_dags_with_its_schedule():
     """The registry's DAG ids and schedules (what `--via airflow` targets) against the DAG files' source;
-    tests/dags/test_schedules.py checks the same against the DAGs Airflow loads."""
+    tests/airflow/test_schedules.py checks the same against the DAGs Airflow loads."""
     declared = dag_declarations()
     assert {dag.dag_id: dag.schedule for dag in SCHEDULED.values()} == {
         dag_id: d["schedule"] for dag_id, d in declared.items()}

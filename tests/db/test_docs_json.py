@@ -15,7 +15,7 @@ from pulsecart_cli import pubsub
 from pulsecart_cli.seed import SeedSpec, seed_events
 from tests.helpers import connect, event, publish_dead_letters, run_pulsecart
 
-JSON_DOC = Path(__file__).resolve().parents[1] / "docs" / "json.md"
+JSON_DOC = Path(__file__).resolve().parents[2] / "docs" / "json.md"
 ANY = object()
 EXAMPLE = re.compile(r"^pulsecart (?P<args>[^#\n]*--json[^#\n]*?)[ \t]*(?:#[^\n]*)?\n(?P<json>(?:# [^\n]*\n)+)",
                      re.MULTILINE)

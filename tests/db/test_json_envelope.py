@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.test_cli_docs import COMMANDS
+from tests.db.test_cli_docs import COMMANDS
 
 DAY = "2025-03-03"
 CASES = {  # command: [(argv, exit code)], run in order on one database

@@ -1,7 +1,7 @@
 """Failure alerts through real Airflow (`airflow dags test`) into a real SMTP server: one email when a
 task has failed for good, none for a try that is retried and then succeeds, none without recipients.
 
-Retries wait 0 s here instead of minutes: a test-only cluster policy (tests/dags/retry_policy), the
+Retries wait 0 s here instead of minutes: a test-only cluster policy (tests/airflow/retry_policy), the
 DAGs themselves are unchanged."""
 
 import sqlite3
@@ -125,7 +125,7 @@ def test_a_job_that_succeeds_on_retry_sends_no_email(airflow, airflow_home, conn
 
 def thin_tuesday(cli_env: dict, conn, kept_share: float) -> None:
     """Four weeks of 1,000 events a day aggregated up to Monday 2025-03-03; Tuesday keeps ``kept_share``."""
-    from tests.test_completeness import weeks_then_a_thin_tuesday
+    from tests.db.test_completeness import weeks_then_a_thin_tuesday
 
     weeks_then_a_thin_tuesday(conn, kept_share)
     assert run_pulsecart("aggregate", "--window", "2025-02-01..2025-03-03", env=cli_env).returncode == 0

@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_ships_the_sql_and_runs_migrate(tmp_path, empty_db_url):

@@ -2,7 +2,7 @@
 PostgreSQL; a real SMTP server), every usual form of `pulsecart_db` runs the metrics DAG, and a secrets
 backend supplies `pulsecart_db`, `smtp_default` and `pulsecart_alert_emails`.
 
-1. Each form of tests/dags/test_connection_forms.py goes into the metadata database as an operator puts it
+1. Each form of tests/airflow/test_connection_forms.py goes into the metadata database as an operator puts it
    there (`airflow connections add pulsecart_db --conn-uri …` or `--conn-json …`); the scheduler then
    runs one triggered `pulsecart_daily_metrics` run for a day of its own, which must succeed on its first
    tries and leave one succeeded `metrics` row for that day in pulsecart's ledger, recorded by that run.
@@ -17,7 +17,7 @@ backend supplies `pulsecart_db`, `smtp_default` and `pulsecart_alert_emails`.
    that fails for good sends its one failure email to that recipient, and the nightly aggregation,
    unpaused then, sends its first scheduled run's lateness email there once 06:00 UTC has passed.
 
-Retries wait 0 s (the test-only cluster policy in tests/dags/retry_policy is on the components'
+Retries wait 0 s (the test-only cluster policy in tests/airflow/retry_policy is on the components'
 PYTHONPATH); nothing else differs from the deploy steps in docs/operations.md.
 """
 
@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from tests.dags.test_connection_forms import PASSWORD, forms
-from tests.dags.test_scheduler_backfill import (
+from tests.airflow.test_connection_forms import PASSWORD, forms
+from tests.airflow.test_scheduler_backfill import (
     PULSECART,
     Deployment,
     deployment_env,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -50,3 +50,16 @@ def test_bench_runs_end_to_end_on_tiny_data(tmp_path):
 def assert_positive(section: dict, *keys: str) -> None:
     for key in keys:
         assert math.isfinite(section[key]) and section[key] > 0, (key, section[key])
+
+
+def test_results_md_is_the_latest_results_rendered():
+    """bench/RESULTS.md is generated from bench/results/latest.json (`make bench` writes both; `bench/run.py
+    --render` rewrites the page): an edit of either alone fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    latest = json.loads((REPO / "bench" / "results" / "latest.json").read_text())
+    assert (REPO / "bench" / "RESULTS.md").read_text() == bench.results_page(latest, "bench/results/latest.json")

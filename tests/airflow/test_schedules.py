@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pulsecart_cli.schedules import DAGS, DAILY
-from tests.dags.conftest import AIRFLOW
-from tests.dags.conftest import DAGS as DAGS_FOLDER
+from tests.airflow.conftest import AIRFLOW
+from tests.airflow.conftest import DAGS as DAGS_FOLDER
 from tests.helpers import run_pulsecart
 
 

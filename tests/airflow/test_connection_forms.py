@@ -1,7 +1,7 @@
 """Every usual form of the Airflow connection `pulsecart_db` works in a task: the DAGs pass
 `{{ conn.pulsecart_db.get_uri() }}` to pulsecart, and Airflow writes extras that are not all strings as one
 `__extra__` JSON parameter, which libpq alone refuses. Each form runs the metrics DAG (`airflow dags test`: the sensor, which gets its own environment, and the
-job); tests/dags/test_scheduler_connections.py runs each on a real scheduler."""
+job); tests/airflow/test_scheduler_connections.py runs each on a real scheduler."""
 
 import json
 import tempfile
