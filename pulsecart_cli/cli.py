@@ -30,13 +30,13 @@ from pulsecart_cli import (
     redaction,
     render,
     schedules,
+    verdicts,
 )
 from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days, today_utc, when
 from pulsecart_cli.errors import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
-    EXIT_LOCKED,
     EXIT_USAGE,
     CheckFailed,
     Interrupted,
@@ -87,6 +87,9 @@ class PulsecartGroup(TyperGroup):
                                 standalone_mode=False, **extra)
         except typer.Exit as exc:
             code = exc.exit_code
+        except _Failed as exc:
+            _debug_traceback(debug and exc.verdict.cause is not None)
+            code = _fail(exc.verdict.message or "", exc.verdict.code)
         except _InterruptedCommand as exc:
             code = _fail(exc.interruption.reason, exc.interruption.exit_code)
         except KeyboardInterrupt as exc:  # a signal before typer took over
@@ -151,6 +154,21 @@ def _exit(code: object, standalone_mode: bool) -> int:
     if standalone_mode:
         sys.exit(code)
     return code
+
+
+def _finish(verdict: verdicts.Verdict) -> int:
+    """A command's last step: its exit code, or (not a success) PulsecartGroup._run prints the `Error:` line."""
+    if verdict.message is None:
+        return verdict.code
+    raise _Failed(verdict) from verdict.cause
+
+
+class _Failed(Exception):
+    """A command that ran and ended badly (a day failed, a signal, a busy lock): its verdict."""
+
+    def __init__(self, verdict: verdicts.Verdict):
+        super().__init__(verdict.message)
+        self.verdict = verdict
 
 
 def _fail(message: str, code: int) -> int:
@@ -356,13 +374,7 @@ def _render_daily(report: DailyReport, as_json: bool) -> int:
         render.out().print(render.day_results_table(title, run.results))
         if report.not_run and not run.interrupted and run.stopped_by is None:
             render.message(f"{report.not_run} later day(s) not run after the failure; pass --keep-going to continue.")
-    error = report.error()
-    if error is not None:
-        return _fail(*error)
-    stopped = report.stopped()
-    if stopped is not None:
-        raise stopped from run.stopped_by
-    return 0
+    return _finish(verdicts.of_daily(report))
 
 
 def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bool) -> int:
@@ -642,20 +654,7 @@ def reconcile(
         render.print_json(render.reconcile_json(results, ok))
     else:
         render.out().print(render.reconcile_table(results))
-    interrupted = next((r for r in results if r.interrupted), None)
-    not_run = len(pairs) - len(results)
-    if interrupted is not None and interrupted.interruption is not None:
-        return _fail(f"{interrupted.error}: reconcile {interrupted.target} stopped (unacked messages are delivered "
-                     f"again); {not_run} topic(s) not run", interrupted.interruption.exit_code)
-    failed = [r for r in results if r.status == RunStatus.FAILED]
-    busy = [r for r in results if r.status == RunStatus.BUSY]
-    problems = [f"{r.target} failed: {first_line(r.error)}" for r in failed]
-    problems += [f"{r.target} skipped: {r.error}" for r in busy]
-    if problems:
-        done = len(results) - len(failed) - len(busy)
-        return _fail(f"reconcile: {'; '.join(problems)}" + (f"; {done} other topic(s) done" if done else ""),
-                     EXIT_FAILURE if failed else EXIT_LOCKED)
-    return 0
+    return _finish(verdicts.of_reconcile(len(pairs), results))
 
 
 @pubsub_app.command("setup")

@@ -13,15 +13,11 @@ import psycopg
 
 from pulsecart_cli import pubsub
 from pulsecart_cli.database import connect, connection
-from pulsecart_cli.dates import day_list
 from pulsecart_cli.errors import (
-    EXIT_FAILURE,
-    DatabaseError,
     Interrupted,
     LockBusy,
     PulsecartError,
     UsageError,
-    first_line,
 )
 from pulsecart_cli.jobs import DayContext
 from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
@@ -77,7 +73,8 @@ class DailyRequest:
 
 @dataclass
 class DailyReport:
-    """What became of a ``DailyRequest``: the days planned and, unless nothing had to run, the run."""
+    """What became of a ``DailyRequest``: the days planned and, unless nothing had to run, the run. Facts
+    only: verdicts.of_daily says what they mean for the exit code and the `Error:` line."""
 
     request: DailyRequest
     plan: list[tuple[date, str]] = field(default_factory=list)  # oldest first, each with why it was chosen
@@ -88,53 +85,6 @@ class DailyReport:
     def not_run(self) -> int:
         """Planned days the run did not get to."""
         return len(self.plan) - len(self.run.results) if self.run else 0
-
-    def error(self) -> tuple[str, int] | None:
-        """Why the exit status is not 0: one line and the exit code (128 + the signal when interrupted,
-        1 when a day failed). None when it is 0, or when ``stopped`` says why the run ended early."""
-        run, job = self.run, self.request.job
-        if run is None:
-            return None
-        if run.interruption is not None:
-            in_flight = [r for r in run.results if r.interrupted]
-            unanswered = ("committed or not, unknown: its COMMIT went unanswered (`pulsecart status` tells once the "
-                          "database answers)")
-            what = "; ".join(f"{job} {', '.join(str(r.run_date) for r in results)} {fate}" for fate, results in (
-                ("rolled back and marked failed", [r for r in in_flight if r.status == RunStatus.FAILED]),
-                ("had committed as it arrived", [r for r in in_flight if r.completed]),  # its COMMIT under way
-                (unanswered, [r for r in in_flight if r.status == RunStatus.UNKNOWN]),
-            ) if results) or f"{job}: no day was in flight"
-            return f"{run.interruption.reason}: {what}; {self.not_run} day(s) not run", run.interruption.exit_code
-        if run.stopped_by is not None or run.ok:
-            return None
-        failed = [r for r in run.results if not r.completed]
-        errors = "; ".join(f"{r.run_date}: {first_line(r.error, r.status)}" for r in failed)
-        later = f"; {self.not_run} later day(s) not run" if self.not_run else ""
-        return f"{job} failed on {len(failed)} of {len(self.plan)} day(s): {errors}{later}", EXIT_FAILURE
-
-    def stopped(self) -> PulsecartError | None:
-        """The error that stopped the run before its end (a busy lock, a lost connection), saying which
-        days stand; None when nothing stopped it."""
-        run, job = self.run, self.request.job
-        if run is None or run.interrupted or run.stopped_by is None:
-            return None
-        days = [d for d, _ in self.plan]
-        ran = {r.run_date: r.completed for r in run.results if r.run_date is not None}  # a daily job's units are days
-        committed = [d for d, completed in ran.items() if completed]
-        failed = [d for d, completed in ran.items() if not completed]
-        unknown = [run.in_doubt.day] if run.in_doubt and run.in_doubt.committed is None else []
-        not_committed = [d for d in days if d not in committed and d not in failed and d not in unknown]
-        standing = "; ".join(f"{label}: {day_list(ds)}" for label, ds in (
-            ("committed", committed), ("failed", failed),
-            ("committed or not, unknown (`pulsecart status` tells once the database answers)", unknown),
-            ("not committed", not_committed)) if ds)
-        exc = run.stopped_by
-        if isinstance(exc, PulsecartError):
-            message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
-            return type(exc)(message, hint=exc.hint)
-        return DatabaseError(f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; {standing}",
-                             hint=f"rerun the days not committed, e.g. pulsecart {job} --window "
-                                  f"{min(days)}..{max(days)} --only-missing --only-failed")
 
 
 MAX_FORGET_DAYS = 366
