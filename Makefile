@@ -6,7 +6,7 @@ DEMO_HOME := $(CURDIR)/.pulsecart
 DEMO   := PULSECART_HOME=$(DEMO_HOME) PULSECART_DATABASE_URL= $(BIN)/pulsecart
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev demo test test-unit test-db test-airflow lint bench docs clean
+.PHONY: help install install-dev demo test test-unit test-db test-airflow lint bench docs dags clean
 
 help:  ## List the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-airflow: install-dev  ## Run the DAG tests: real Airflow 3, `airflow dags t
 
 docs: install-dev  ## Regenerate docs/reference/cli.md from every command's --help
 	$(BIN)/python docs/reference/generate.py
+
+dags: install  ## Regenerate dags/pulsecart_jobs.json (the daily jobs' DAGs) from the job registry
+	$(BIN)/python -m pulsecart_cli.dag_spec dags/pulsecart_jobs.json
 
 lint: install-dev  ## Lint with ruff, type-check pulsecart_cli and dags with mypy
 	$(BIN)/ruff check pulsecart_cli dags tests bench docs

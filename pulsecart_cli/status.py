@@ -67,9 +67,11 @@ class _DayRow:
 def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
     if not days:
         return {}
-    reads_back = timedelta(days=DAILY_JOBS[job].reads_days_before)
-    rows = conn.cursor(row_factory=class_row(_DayRow)).execute(
-        query("status.day_states"), {"job": job, "start": min(days) - reads_back, "end": max(days)}).fetchall()
+    rules = DAILY_JOBS[job]  # its staleness rules: which earlier days it reads, whether it keeps scores of them
+    reads_back = timedelta(days=rules.reads_days_before)
+    rows = conn.cursor(row_factory=class_row(_DayRow)).execute(query("status.day_states"), {
+        "job": job, "start": min(days) - reads_back, "end": max(days), "reads_days_before": rules.reads_days_before,
+        "scores_from_days_before": rules.scores_from_days_before}).fetchall()
     rerun = sorted((row.day, why) for row in rows if (why := _needs_own_run(row)))
     wanted = set(days)
     states = {}

@@ -1,9 +1,10 @@
 -- name: day_states
 -- Per day of [start, end]: the latest run's status, whether any run succeeded, whether D's events changed
 -- since the latest successful run read them (its details' event_changes_seen against D's change count now:
--- 0002_event_change_tracking.sql), and, for aggregate, whether the scores as of the day are stale: NULL
--- when fresh, else the days among D-6 .. D whose counts changed since the scores were computed ('{}' when
--- that is not known), when `prune` removed them, and whether the day has any events.
+-- 0002_event_change_tracking.sql), and, for a job whose registry entry has scores_from_days_before
+-- (aggregate), whether the scores as of the day are stale: NULL when fresh, else the days among
+-- D-reads_days_before .. D whose counts changed since the scores were computed ('{}' when that is not
+-- known), when `prune` removed them, and whether the day has any events.
 WITH days AS (
     SELECT d::date AS day FROM generate_series(%(start)s::date, %(end)s::date, interval '1 day') AS d
 ), latest AS (
@@ -28,16 +29,16 @@ SELECT days.day,
        latest.id,
        last_success.run_date IS NOT NULL AS ever_succeeded,
        last_success.run_date IS NOT NULL AND changed.changes > last_success.changes_seen AS late_events,
-       CASE WHEN %(job)s = 'aggregate' AND last_success.run_date IS NOT NULL THEN (
+       CASE WHEN %(scores_from_days_before)s AND last_success.run_date IS NOT NULL THEN (
            SELECT CASE WHEN a.scores_from IS NULL THEN '{}'::date[]
                        ELSE nullif(array(SELECT c.day FROM aggregated_days c
-                                         WHERE c.day BETWEEN a.day - 6 AND a.day
+                                         WHERE c.day BETWEEN a.day - %(reads_days_before)s::int AND a.day
                                            AND c.counts_version > a.scores_from
                                          ORDER BY c.day), '{}') END
            FROM (SELECT days.day) AS wanted
            LEFT JOIN aggregated_days a ON a.day = wanted.day
        ) END AS scores_stale_since,
-       (SELECT a.scores_pruned_at FROM aggregated_days a WHERE a.day = days.day AND %(job)s = 'aggregate')
+       (SELECT a.scores_pruned_at FROM aggregated_days a WHERE a.day = days.day AND %(scores_from_days_before)s)
            AS scores_pruned_at,
        -- one index probe a day: an input day that has events and no success leaves the days reading it wrong
        EXISTS (SELECT FROM events e

@@ -1,6 +1,7 @@
 """A task killed by its execution_timeout in real Airflow: pulsecart takes SIGTERM like Ctrl-C, so the
 retry starts cleanly and the ledger tells the truth (one failed row, one succeeded)."""
 
+import json
 import shutil
 import subprocess
 from datetime import date
@@ -15,15 +16,19 @@ SLOW_FIRST_ATTEMPT = slow_the_first_time("slow_first_attempt", 600, "INSERT ON e
 
 
 def with_short_timeout_and_retry_delay(folder):
-    """The real DAGs, with the aggregation's 2 h timeout cut to 8 s and its 5 min retry delay to 2 s."""
+    """The real DAGs, with the aggregation's 2 h timeout cut to 8 s and the daily DAGs' 5 min retry delay to 2 s."""
     shutil.copytree(DAGS, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    path = folder / "nightly_aggregation.py"
+    jobs_file = folder / "pulsecart_jobs.json"
+    jobs = json.loads(jobs_file.read_text())
+    [aggregation] = [job for job in jobs["daily_jobs"] if job["dag_id"] == "pulsecart_nightly_aggregation"]
+    assert aggregation["execution_timeout_s"] == 2 * 60 * 60
+    aggregation["execution_timeout_s"] = 8
+    jobs_file.write_text(json.dumps(jobs))
+    path = folder / "pulsecart_daily_dags.py"
     text = path.read_text()
-    for old, new in (("execution_timeout=timedelta(hours=2)", "execution_timeout=timedelta(seconds=8)"),
-                     ("retry_delay=timedelta(minutes=5)", "retry_delay=timedelta(seconds=2)")):
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    path.write_text(text)
+    old, new = "retry_delay=timedelta(minutes=5)", "retry_delay=timedelta(seconds=2)"
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
 
 
 @pytest.fixture
