@@ -58,7 +58,7 @@ class DailyJob:
     run_day: DayJob  # replaces the day's results inside the transaction its caller opened
     forget_day: DayJob  # `pulsecart forget`: removes them, as if the job had never run for the day
     help: str  # the command's --help: what it does, then a verbatim `Examples:` block
-    dag_id: str  # its Airflow DAG in dags/, which runs `pulsecart <name> --date <prior day>`
+    dag_id: str  # its Airflow DAG (dags/pulsecart_daily_dags.py), which runs `pulsecart <name> --date <prior day>`
     schedule: str  # the DAG's cron schedule (UTC): once a day at a fixed time, after the day it processes
     dag: JobDag  # the rest of its DAG
     # Its day function calls ``DayContext.wait_for_previous_day`` before the part that reads earlier
