@@ -11,6 +11,14 @@
 CREATE SEQUENCE events_read_through AS integer MINVALUE -1000000 START -1000000;   -- about 740 BC: no run yet
 SELECT setval('events_read_through', max(run_date) - DATE '2000-01-01') FROM job_runs HAVING max(run_date) IS NOT NULL;
 
+-- The read-through day. Its body is parsed at creation (BEGIN ATOMIC), so the sequence cannot be dropped
+-- without CASCADE: the insert trigger reads it, and a consumer's insert would fail without it.
+CREATE FUNCTION events_read_through_day() RETURNS date
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT DATE '2000-01-01' + last_value::integer FROM events_read_through;
+END;
+
 CREATE FUNCTION note_events_read_through(through date) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN

@@ -7,14 +7,19 @@ SELECT fold_event_changes();
 SELECT note_events_read_through(%(last_day)s);
 
 -- name: event_writers
--- The transactions that hold a write lock on events or a partition of it, but this session's: those that may
--- have inserted into a day before the run raised events_read_through, without a note (migration 0007).
+-- The transactions that hold a write lock on events or on any of its partitions, at any depth (an insert into
+-- a partition locks only that one for writing), but this session's: those that may have inserted into a day
+-- before the run raised events_read_through, without a note (migration 0007).
+WITH RECURSIVE event_tables (oid) AS (
+    SELECT 'public.events'::regclass::oid
+    UNION ALL
+    SELECT i.inhrelid FROM pg_inherits i JOIN event_tables t ON i.inhparent = t.oid
+)
 SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks
 WHERE locktype = 'relation' AND granted AND pid IS DISTINCT FROM pg_backend_pid()
   AND mode IN ('RowExclusiveLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND relation IN (SELECT 'public.events'::regclass UNION ALL
-                   SELECT inhrelid FROM pg_inherits WHERE inhparent = 'public.events'::regclass)
+  AND relation IN (SELECT oid FROM event_tables)
   AND (%(among)s::text[] IS NULL OR virtualtransaction = ANY(%(among)s::text[]));
 
 -- name: note_writer_may_have_changed

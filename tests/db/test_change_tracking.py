@@ -157,6 +157,32 @@ def test_a_transaction_open_through_the_run_leaves_its_unread_day_stale_until_a_
     assert not metrics_stale_on(url, day)
 
 
+def test_a_writer_of_a_partition_of_a_partition_added_after_migrate_is_waited_for(new_database):
+    """An insert straight into a second-level partition (which `db migrate` refuses, but the consumer may add
+    later) locks only that partition for writing: the run must still find its transaction and wait for it."""
+    url = new_database(migrated=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        seed_database.build(conn, SPEC, partitioned=True)
+    env = {"PULSECART_DATABASE_URL": url}
+    assert run_pulsecart("db", "migrate", env=env).returncode == 0
+    assert run_pulsecart("metrics", "--window", WEEK, env=env).returncode == 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events_202504_late PARTITION OF events FOR VALUES FROM ('2025-04-01T00:00Z')"
+                     " TO ('2025-04-08T00:00Z') PARTITION BY RANGE (\"timestamp\")")
+        conn.execute("CREATE TABLE events_20250401 PARTITION OF events_202504_late FOR VALUES FROM"
+                     " ('2025-04-01T00:00Z') TO ('2025-04-02T00:00Z')")
+    day = date(2025, 4, 1)
+    with psycopg.connect(url) as consumer:
+        consumer.execute("INSERT INTO events_20250401 (event_id, user_id, event_type, \"timestamp\", payload)"
+                         " VALUES (gen_random_uuid(), 'leaf', 'order.placed', '2025-04-01T09:00Z', '{\"total\": \"5\"}')")
+        result = run_pulsecart("metrics", "--date", str(day), env=env)
+        assert result.returncode == 0 and "stayed open over 2 s" in result.stderr, result.stderr
+        consumer.commit()
+    assert metrics_stale_on(url, day)
+    assert run_pulsecart("metrics", "--date", str(day), env=env).returncode == 0
+    assert metrics(url, day) == (1, 5)
+
+
 def test_a_deleted_event_makes_its_day_stale(week_done):
     url = week_done
     orders_before = metrics(url)[0]
@@ -225,3 +251,9 @@ def test_an_update_of_a_column_no_job_reads_changes_nothing(new_database):
         consumer.execute("UPDATE events SET source_topic = 'commerce-events', received_at = now()")
     result = run_pulsecart("status", "--check", "--job", "metrics", "--end", "2025-03-07", "--days", "7", env=env)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_read_through_sequence_the_insert_trigger_reads_cannot_be_dropped_alone(conn):
+    """Without it every insert would fail: a function that reads it (parsed at creation) keeps it."""
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        conn.execute("DROP SEQUENCE events_read_through")
