@@ -103,3 +103,31 @@ def test_every_json_example_in_the_readme_has_the_keys_and_types_of_the_real_out
         problems += [f"pulsecart {shlex.join(args)}: {d}"
                      for d in differences(parse_example(text), json.loads(result.stdout))]
     assert problems == [], "\n".join(problems)
+
+
+def everyday_commands() -> list[list[str]]:
+    """The README's "Everyday commands" block, each line as argv after `pulsecart`."""
+    text = (JSON_DOC.parents[1] / "README.md").read_text()
+    block = text.split("## Everyday commands", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line, comments=True)[1:] for line in block.splitlines() if line.startswith("pulsecart ")]
+
+
+def test_the_readmes_everyday_commands_run(readme_database):
+    """Each runs as typed on a database with the examples' days, but for the Pub/Sub project (the emulator's)
+    and `--via airflow --run`, which needs Airflow (tests/airflow run it): never a usage error or a traceback,
+    at most one Error: line, and an exit code the README documents for a healthy tool."""
+    commands = everyday_commands()
+    assert len(commands) == 8
+    ran = 0
+    for argv in commands:
+        if "--via" in argv and "--run" in argv:
+            continue
+        if "--project" in argv:
+            argv[argv.index("--project") + 1] = readme_database["PULSECART_GCP_PROJECT"]
+            argv += ["--pull-timeout", "2"]
+        result = run_pulsecart(*argv, env=readme_database, timeout=120)
+        expected = {0, 5} if argv[:2] == ["status", "--check"] else {0}
+        assert result.returncode in expected, f"pulsecart {shlex.join(argv)}: {result.returncode}\n{result.stderr}"
+        assert "Traceback" not in result.stderr and result.stderr.count("Error:") <= 1, result.stderr
+        ran += 1
+    assert ran == 7
