@@ -121,8 +121,9 @@ def metrics_stale_on(url: str, day: date) -> bool:
 
 
 def test_a_run_waits_for_an_insert_into_its_unread_day_made_before_it_began(week_done):
-    """An insert into a day no run had read notes nothing; a run of that day begun before its transaction
-    commits waits for it (up to 2 s), then sees its rows: right, and not stale."""
+    """An insert into a day no run had read notes nothing, and its transaction keeps the read-through day it
+    read for its later inserts; a run of that day begun before the commit waits for it (up to 2 s), then
+    sees all its rows: right, and not stale."""
     url, day = week_done, date(2025, 3, 8)
     with psycopg.connect(url) as consumer:
         consumer.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\", payload)"
@@ -130,12 +131,15 @@ def test_a_run_waits_for_an_insert_into_its_unread_day_made_before_it_began(week
                          (utc(2025, 3, 8, 9),))
         run = subprocess.Popen([sys.executable, "-m", "pulsecart_cli", "metrics", "--date", str(day)], stdout=subprocess.PIPE,
                                text=True, env=os.environ | {"PULSECART_DATABASE_URL": url})
-        time.sleep(0.7)
+        time.sleep(0.7)   # the run has raised the read-through day by now: this transaction read it before
+        consumer.execute("INSERT INTO events (event_id, user_id, event_type, \"timestamp\", payload)"
+                         " VALUES (gen_random_uuid(), 'early', 'order.placed', %s, '{\"total\": \"5\"}')",
+                         (utc(2025, 3, 8, 10),))
         consumer.commit()
         out, _ = run.communicate(timeout=60)
     assert run.returncode == 0, out
     assert "stayed open" not in out
-    assert metrics(url, day) == (1, 5)
+    assert metrics(url, day) == (2, 10)
     assert not metrics_stale_on(url, day)
 
 
