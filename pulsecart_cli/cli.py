@@ -89,7 +89,7 @@ class PulsecartGroup(TyperGroup):
             code = exc.exit_code
         except _Failed as exc:
             _debug_traceback(debug and exc.verdict.cause is not None)
-            code = _fail(exc.verdict.message or "", exc.verdict.code)
+            code = _fail(_with_hint(exc.verdict.message, exc.verdict.hint), exc.verdict.code)
         except _InterruptedCommand as exc:
             code = _fail(exc.interruption.reason, exc.interruption.exit_code)
         except KeyboardInterrupt as exc:  # a signal before typer took over
@@ -107,8 +107,7 @@ class PulsecartGroup(TyperGroup):
             code = _fail(exc.format_message(), exc.exit_code)
         except PulsecartError as exc:
             _debug_traceback(debug)
-            message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-            code = _fail(message, exc.exit_code)
+            code = _fail(_with_hint(exc.message, exc.hint), exc.exit_code)
         except psycopg.Error as exc:
             _debug_traceback(debug)
             code = _fail(f"database error: {first_line(exc, type(exc).__name__)}", EXIT_FAILURE)
@@ -157,10 +156,15 @@ def _exit(code: object, standalone_mode: bool) -> int:
 
 
 def _finish(verdict: verdicts.Verdict) -> int:
-    """A command's last step: its exit code, or (not a success) PulsecartGroup._run prints the `Error:` line."""
+    """A command's last step: 0, or (not a success) PulsecartGroup._run prints the `Error:` line and exits
+    with the verdict's code."""
     if verdict.message is None:
-        return verdict.code
+        return 0
     raise _Failed(verdict) from verdict.cause
+
+
+def _with_hint(message: str | None, hint: str | None) -> str:
+    return (message or "") + (f" (hint: {hint})" if hint else "")
 
 
 class _Failed(Exception):

@@ -46,7 +46,6 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     conn.execute(query("aggregate.begin_day"))
     aggregate_rows, *counts_written, changes_seen, events = one_row(
         conn.execute(query("aggregate.replace_counts"), params))
-    _note_open_writers(conn, day, context)
     context.wait_for_previous_day()
     _lock_scores(conn, day, context.notify)
     conn.execute(query("aggregate.record_counts"), params | {"counts_changed": any(counts_written), "events": events})
@@ -73,11 +72,14 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     )
 
 
-def _note_open_writers(conn: psycopg.Connection, day: date, context: DayContext) -> None:
-    """After the day's events were read: when a transaction writing events stayed open, the day counts as
-    changed after this run (it may hold rows the run did not see)."""
+def read_day(day_job: "DayJob", conn: psycopg.Connection, day: date, context: DayContext) -> Outcome:
+    """``day_job`` for ``day``, in the caller's transaction; then, when a transaction writing events stayed
+    open (``context.writers_open``), the day counts as changed after this run: it may hold rows the run did
+    not see. Every job's days, whatever its SQL."""
+    outcome = day_job(conn, day, context)
     if context.writers_open:
         conn.execute(query("changes.note_writer_may_have_changed"), {"day": day})
+    return outcome
 
 
 def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], None]) -> None:
@@ -121,7 +123,6 @@ def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayCo
     start, end = day_bounds(day)
     orders, abandoned, rate, revenue, invalid, changes_seen = one_row(conn.execute(
         query("metrics.replace_day"), {"day": day, "start": start, "end": end}))
-    _note_open_writers(conn, day, context)
     return Outcome(
         rows=1,
         details={

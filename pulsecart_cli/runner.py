@@ -19,7 +19,7 @@ from pulsecart_cli.errors import (
     PulsecartError,
     UsageError,
 )
-from pulsecart_cli.jobs import DayContext
+from pulsecart_cli.jobs import DayContext, read_day
 from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
@@ -236,7 +236,7 @@ def _run_days(
             on_day_start(day)
             context = DayContext(later_days=_later_within_a_week(days, index), notify=notify,
                                  writers_open=writers_open)
-            result = run_unit(conn, job, partial(day_job, day=day, context=context), invocation,
+            result = run_unit(conn, job, partial(read_day, day_job, day=day, context=context), invocation,
                               run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
         except KeyboardInterrupt as exc:  # between days, or before the day's work started
             run.interruption = Interrupted.of(exc)
@@ -398,7 +398,7 @@ class _OverlappingDays:
         context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
                              wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify,
                              writers_open=self.writers_open)
-        outcome = DAILY_JOBS[self.job].run_day(conn, self.days[index].day, context)
+        outcome = read_day(DAILY_JOBS[self.job].run_day, conn, self.days[index].day, context)
         if self.interrupted.is_set():
             raise self._interruption()  # not committed yet: roll back like the day still running
         return outcome

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 class Verdict:
     code: int = 0
     message: str | None = None  # the Error: line (without "Error: "); None when all went well
+    hint: str | None = None  # what to do about it, shown after the message as errors' hints are
     cause: BaseException | None = None  # the exception behind it, for --debug
 
 
@@ -67,11 +68,11 @@ def _stopped(report: DailyReport, run: DailyRun, exc: Exception) -> Verdict:
         ("not committed", not_committed)) if ds)
     if isinstance(exc, PulsecartError):
         message = exc.message if not committed and not failed else f"{exc.message}; {standing}"
-        return Verdict(exc.exit_code, message + (f" (hint: {exc.hint})" if exc.hint else ""), exc)
+        return Verdict(exc.exit_code, message, exc.hint, exc)
     hint = (f"rerun the days not committed, e.g. pulsecart {job} --window {min(days)}..{max(days)} "
             "--only-missing --only-failed")
-    return Verdict(EXIT_FAILURE, f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; "
-                                 f"{standing} (hint: {hint})", exc)
+    return Verdict(EXIT_FAILURE, f"{job} stopped: database error: {first_line(exc, type(exc).__name__)}; {standing}",
+                   hint, exc)
 
 
 def of_reconcile(topics: int, results: list[UnitResult]) -> Verdict:
