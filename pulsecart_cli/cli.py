@@ -30,6 +30,7 @@ from pulsecart_cli import (
     redaction,
     render,
     schedules,
+    signals,
     verdicts,
 )
 from pulsecart_cli.dates import look_back, parse_day, parse_duration, select_days, today_utc, when
@@ -66,9 +67,6 @@ from pulsecart_cli.status import (
     with_suspect_days,
 )
 
-if TYPE_CHECKING:
-    from typer._click import Context
-
 
 class PulsecartGroup(TyperGroup):
     """Maps every error to one line on stderr and a documented exit code."""
@@ -80,72 +78,64 @@ class PulsecartGroup(TyperGroup):
             code = self._run(argv, prog_name, complete_var, windows_expand_args=windows_expand_args, **extra)
         return _exit(code, standalone_mode)
 
-    def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None, **extra: Any) -> object:
+    def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None, **extra: Any) -> int:
         debug = "--debug" in argv
+        cause: BaseException | None
         try:
-            code = super().main(args=argv, prog_name=prog_name or "pulsecart", complete_var=complete_var,
-                                standalone_mode=False, **extra)
-        except typer.Exit as exc:
-            code = exc.exit_code
-        except _Failed as exc:
-            _debug_traceback(debug and exc.verdict.cause is not None)
-            code = _fail(_with_hint(exc.verdict.message, exc.verdict.hint), exc.verdict.code)
-        except _InterruptedCommand as exc:
-            code = _fail(exc.interruption.reason, exc.interruption.exit_code)
-        except KeyboardInterrupt as exc:  # a signal before typer took over
-            interruption = Interrupted.of(exc)
-            code = _fail(interruption.reason, interruption.exit_code)
-        except typer.Abort:
-            code = _fail("interrupted", EXIT_INTERRUPTED)
-        except click_exceptions.NoArgsIsHelpError as exc:
-            print(exc.format_message())
-            code = 0
-        except click_exceptions.UsageError as exc:
-            command = exc.ctx.command_path if exc.ctx else "pulsecart"
-            code = _fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
-        except click_exceptions.ClickException as exc:
-            code = _fail(exc.format_message(), exc.exit_code)
-        except PulsecartError as exc:
-            _debug_traceback(debug)
-            code = _fail(_with_hint(exc.message, exc.hint), exc.exit_code)
-        except psycopg.Error as exc:
-            _debug_traceback(debug)
-            code = _fail(f"database error: {first_line(exc, type(exc).__name__)}", EXIT_FAILURE)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-            _debug_traceback(debug)
-            if wrapped := Interrupted.behind(exc):
-                code = _fail(wrapped.reason, wrapped.exit_code)
-            elif type(exc).__module__.startswith("google."):
-                code = _fail(f"Pub/Sub error: {type(exc).__name__}: {first_line(exc)}", EXIT_FAILURE)
-            else:
-                code = _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                             EXIT_FAILURE)
+            signals.check()  # a signal during the imports
+            code, message, cause = _as_int(super().main(args=argv, prog_name=prog_name or "pulsecart",
+                                                        complete_var=complete_var, standalone_mode=False,
+                                                        **extra)), None, None
+        except Exception as exc:  # noqa: BLE001 - every error ends in one line and its exit code
+            code, message = _code_and_line(exc)
+            cause = exc
+            _debug_traceback(debug and _worth_a_traceback(exc))
+        except Interrupted as exc:
+            code, message, cause = exc.exit_code, exc.reason, exc
+        interruption = signals.requested()
+        if interruption is not None and code != interruption.exit_code:  # any end after a signal is its doing
+            cancelled = message is None or any(isinstance(error, psycopg.errors.QueryCanceled)
+                                               for error in (cause, cause and cause.__cause__))
+            code, message = interruption.exit_code, interruption.reason + ("" if cancelled else f": {message}")
+        if message is not None:
+            _print_error(message)
         return code
 
-    def make_context(self, *args: Any, **kwargs: Any) -> "Context":
-        with _interruption_kept():
-            return super().make_context(*args, **kwargs)
 
-    def invoke(self, ctx: "Context") -> Any:
-        with _interruption_kept():
-            return super().invoke(ctx)
+def _as_int(code: object) -> int:
+    return code if isinstance(code, int) else 0
 
 
-@contextmanager
-def _interruption_kept() -> Iterator[None]:
-    """Typer turns a KeyboardInterrupt into a silent exit 130, whatever the signal: keep which one it was."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        raise _InterruptedCommand(Interrupted.of(exc)) from exc
+def _code_and_line(exc: Exception) -> tuple[int, str | None]:
+    """The one place that maps an error to its exit code and `Error:` line (None: it printed its own)."""
+    if isinstance(exc, typer.Exit):
+        return exc.exit_code, None
+    if isinstance(exc, _Failed):
+        return exc.verdict.code, _with_hint(exc.verdict.message, exc.verdict.hint)
+    if isinstance(exc, typer.Abort):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, click_exceptions.NoArgsIsHelpError):
+        print(exc.format_message())
+        return 0, None
+    if isinstance(exc, click_exceptions.UsageError):
+        command = exc.ctx.command_path if exc.ctx else "pulsecart"
+        return EXIT_USAGE, f"{exc.format_message()} (see '{command} --help')"
+    if isinstance(exc, click_exceptions.ClickException):
+        return exc.exit_code, exc.format_message()
+    if isinstance(exc, PulsecartError):
+        return exc.exit_code, _with_hint(exc.message, exc.hint)
+    if isinstance(exc, psycopg.Error):
+        return EXIT_FAILURE, f"database error: {first_line(exc, type(exc).__name__)}"
+    if type(exc).__module__.startswith("google."):
+        return EXIT_FAILURE, f"Pub/Sub error: {type(exc).__name__}: {first_line(exc)}"
+    return EXIT_FAILURE, f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
 
 
-class _InterruptedCommand(Exception):
-    """A command stopped by Ctrl-C, SIGTERM or SIGHUP outside any unit of work."""
-
-    def __init__(self, interruption: Interrupted):
-        super().__init__(interruption.reason)
-        self.interruption = interruption
+def _worth_a_traceback(exc: Exception) -> bool:
+    """With --debug: the errors pulsecart raised or met, not the parser's."""
+    if isinstance(exc, _Failed):
+        return exc.verdict.cause is not None
+    return not isinstance(exc, (typer.Exit, typer.Abort, click_exceptions.ClickException))
 
 
 def _exit(code: object, standalone_mode: bool) -> int:
@@ -175,14 +165,13 @@ class _Failed(Exception):
         self.verdict = verdict
 
 
-def _fail(message: str, code: int) -> int:
+def _print_error(message: str) -> None:
     """One line on stderr, control characters from data escaped; red on a terminal."""
     message = render.clean(" ".join(line.strip() for line in message.strip().splitlines()))
     if sys.stderr.isatty():
         render.err().print(f"[bold red]Error:[/] {escape(message)}")
     else:
         print(f"Error: {message}", file=sys.stderr)
-    return code
 
 
 def _debug_traceback(debug: bool) -> None:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from pulsecart_cli import embedded
+from pulsecart_cli import embedded, signals
 from pulsecart_cli.errors import ConfigError, DatabaseError, first_line
 from pulsecart_cli.queries import query
 from pulsecart_cli.redaction import URL_ENV, redact
@@ -117,11 +117,25 @@ def _check_url(url: str) -> None:
                           hint="expected postgresql://user:password@host:port/dbname")
 
 
+class _StoppableCursor(psycopg.Cursor[Any]):
+    """Starts no statement once a signal came (``signals.check``); the one running then is cancelled."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        signals.check()
+        return super().execute(*args, **kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> None:
+        signals.check()
+        super().executemany(*args, **kwargs)
+
+
 def connect(url: str) -> psycopg.Connection:
-    """An autocommit connection with keepalives both ways; callers open transactions explicitly."""
+    """An autocommit connection with keepalives both ways; callers open transactions explicitly. Its
+    statements stop when a signal comes (``signals``): close it with ``close``."""
     try:
         given = conninfo_to_dict(url)
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart",
+                               cursor_factory=_StoppableCursor,
                                **{k: v for k, v in CLIENT_KEEPALIVES.items() if k not in given})
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"malformed database URL {redact(url)!r}: {first_line(exc)}") from exc
@@ -132,13 +146,18 @@ def connect(url: str) -> psycopg.Connection:
                  f"check --database-url / {URL_ENV}, or unset both to use the embedded database",
         ) from exc
     try:
+        signals.watch(conn)
         conn.execute(query("session.setup"), SERVER_KEEPALIVES | {"search_path": search_path()})
         if conn.info.server_version >= 140000:
             conn.execute(query("session.check_client"), {"interval": CLIENT_CHECK_INTERVAL})
     except BaseException:
-        conn.close()
+        close(conn)
         raise
     return conn
+
+
+def close(conn: psycopg.Connection) -> None:
+    signals.close(conn)
 
 
 @contextmanager
@@ -147,4 +166,4 @@ def connection(url: str) -> Iterator[psycopg.Connection]:
     try:
         yield conn
     finally:
-        conn.close()
+        close(conn)

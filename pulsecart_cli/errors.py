@@ -2,9 +2,6 @@
 into process exit codes (see ``cli.PulsecartGroup``)."""
 
 import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -26,11 +23,10 @@ def first_line(error: BaseException | str | None, default: str = "") -> str:
     return lines[0] if lines else default
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, or a signal the CLI turns into one (SIGTERM, SIGHUP): what is in flight rolls back,
-    is marked failed with ``reason``, and the process exits 128 + the signal's number.
-
-    A ``KeyboardInterrupt`` subclass, so psycopg cancels the running statement on the server."""
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP (``signals``): what is in flight rolls back, is marked failed with
+    ``reason``, and the process exits 128 + the signal's number. A BaseException, as KeyboardInterrupt is:
+    no ``except Exception`` takes it for a failure of the work."""
 
     def __init__(self, signum: int = signal.SIGINT):
         super().__init__(signum)
@@ -45,49 +41,6 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
-
-    @classmethod
-    def of(cls, exc: BaseException | None) -> "Interrupted":
-        """The interruption ``exc`` stands for: a plain KeyboardInterrupt is Ctrl-C."""
-        return exc if isinstance(exc, Interrupted) else cls()
-
-    @classmethod
-    def behind(cls, exc: BaseException) -> "Interrupted | None":
-        """The signal behind ``exc``, when Python wrapped it in another error: the handler's exception can
-        surface anywhere, e.g. as the RuntimeError of a class body's ``__set_name__`` during an import."""
-        seen: set[int] = set()
-        current: BaseException | None = exc
-        while current is not None and id(current) not in seen:
-            if isinstance(current, KeyboardInterrupt):
-                return cls.of(current)
-            seen.add(id(current))
-            current = current.__cause__ or current.__context__
-        return None
-
-
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # the CLI turns each into ``Interrupted``
-
-
-@contextmanager
-def deferred_signals() -> Iterator[None]:
-    """A step that must not be cut half-way (the embedded database's first initdb): a signal that arrives
-    inside is acted on at its end, by the handler the CLI installed. Without Python handlers (the library
-    used on its own) or off the main thread, nothing changes."""
-    previous = {signum: signal.getsignal(signum) for signum in HANDLED_SIGNALS}
-    handlers = {int(signum): handler for signum, handler in previous.items() if callable(handler)}
-    if threading.current_thread() is not threading.main_thread() or len(handlers) < len(previous):
-        yield
-        return
-    pending: list[int] = []
-    for signum in HANDLED_SIGNALS:
-        signal.signal(signum, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, previous[signum])
-        if pending:
-            handlers[pending[0]](pending[0], None)
 
 
 class PulsecartError(Exception):

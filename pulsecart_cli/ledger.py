@@ -24,9 +24,6 @@ class RunStatus(StrEnum):
     # Never in the ledger: results a run reports for units it did not get to record.
     BUSY = "busy"  # another run held the unit's lock; skipped (reconcile)
     NOT_RUN = "not run"  # its work raised ``units.NotRun``: rolled back, its ledger row removed
-    # A signal came while its COMMIT was under way and the connection was closed before the answer
-    # (psycopg gives up 5 s after its cancel): committed or not, its ledger row tells once it can be read.
-    UNKNOWN = "unknown"
 
 
 # The statuses a ledger row can have (a row whose session died reads as failed: see job_run_status).
@@ -69,7 +66,7 @@ class UnitResult:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     run_id: int | None = None
-    interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP rolled this unit back
+    interruption: Interrupted | None = None  # a signal came while this unit ran (rolled back, or its COMMIT landed)
 
     @property
     def interrupted(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from pulsecart_cli import signals
 from pulsecart_cli.errors import ConfigError, first_line
 from pulsecart_cli.ledger import Outcome
 from pulsecart_cli.pubsub import Clients, TopicPair, service_error
@@ -127,6 +128,7 @@ class Reconciler:
         seen: set[str] = set()
         leased: list[str] = []
         while self.report.pulled < self.options.max_messages and not (self.report.failed or self.report.ack_failed):
+            signals.check()  # unacked messages are delivered again
             received = self._pull(min(PULL_BATCH, self.options.max_messages - self.report.pulled))
             fresh = [m for m in received if m.message.message_id not in seen]
             if not fresh:

@@ -33,8 +33,7 @@ if TYPE_CHECKING:  # for annotations only: not imported at run time
     from pulsecart_cli.schedules import Backfill, DayRun
 
 STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
-                RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan",
-                RunStatus.UNKNOWN: "yellow"}
+                RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan"}
 
 
 NON_TERMINAL_WIDTH = 160  # logs (Airflow, cron mail) are read wide; do not wrap tables at 80

@@ -11,8 +11,8 @@ from functools import partial
 
 import psycopg
 
-from pulsecart_cli import pubsub
-from pulsecart_cli.database import connect, connection
+from pulsecart_cli import pubsub, signals
+from pulsecart_cli.database import close, connect, connection
 from pulsecart_cli.errors import (
     Interrupted,
     LockBusy,
@@ -42,7 +42,7 @@ class InDoubt:
 @dataclass
 class DailyRun:
     results: list[UnitResult] = field(default_factory=list)
-    interruption: Interrupted | None = None  # Ctrl-C, SIGTERM or SIGHUP stopped the run
+    interruption: Interrupted | None = None  # a signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run
     stopped_by: Exception | None = None  # a busy lock or a lost connection stopped it before its end
     in_doubt: InDoubt | None = None  # the day in flight when the connection was lost
     notes: list[str] = field(default_factory=list)  # worth telling the operator, not failures
@@ -141,9 +141,6 @@ def run_daily(
                                    forget=request.forget, writers_open=writers_open)
         if report.run.in_doubt is not None:
             _settle_in_doubt(url, job, report.run, report.run.in_doubt)
-        for result in report.run.results:
-            if result.status == RunStatus.UNKNOWN:
-                _settle_unanswered_commit(url, job, result)
     return report
 
 
@@ -163,37 +160,18 @@ def _settle_event_writers(conn: psycopg.Connection, last_day: date) -> bool:
     return bool(writers)
 
 
-def _committed_as_a_new_connection_reads(url: str, job: str, run_id: int, day: date) -> UnitResult | None:
-    """A day's result when its ledger row, read on a new connection, says it committed: the row says
-    'succeeded' only if it did (written in the day's own transaction). Raises when no connection can ask."""
-    with connection(url) as conn:
-        return committed_result(conn, run_id, job, day)
-
-
 def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
-    """Did the day in flight when the connection died commit? A committed day joins the run's results;
-    when no connection can ask, it stays unknown."""
+    """Did the day in flight when the connection died commit? Its ledger row, read on a new connection, says
+    'succeeded' only if it did (written in the day's own transaction): a committed day joins the run's
+    results; when no connection can ask, it stays unknown."""
     try:
-        result = _committed_as_a_new_connection_reads(url, job, doubt.run_id, doubt.day)
+        with signals.shielded(), connection(url) as conn:
+            result = committed_result(conn, doubt.run_id, job, doubt.day)
     except (PulsecartError, psycopg.Error):
         return
     doubt.committed = result is not None
     if result is not None:
         run.results.append(result)
-
-
-def _settle_unanswered_commit(url: str, job: str, result: UnitResult) -> None:
-    """A day whose COMMIT went unanswered after a signal: committed when its row says so. Otherwise it
-    stays unknown: a stalled server may still finish that COMMIT."""
-    if result.run_id is None or result.run_date is None:
-        return
-    try:
-        committed = _committed_as_a_new_connection_reads(url, job, result.run_id, result.run_date)
-    except (PulsecartError, psycopg.Error):
-        return
-    if committed is not None:
-        result.status, result.rows, result.details, result.error = (committed.status, committed.rows,
-                                                                    committed.details, None)
 
 
 def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,
@@ -220,8 +198,7 @@ def _run_days(
     writers_open: bool = False,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
-    Stops at the first failed day unless ``keep_going``, at Ctrl-C, SIGTERM or SIGHUP (the current day
-    rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
+    Stops at the first failed day unless ``keep_going``, at a signal (the current day rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
     An overlapping job's window also runs on a second connection to ``url``. ``forget``: remove each day's
     results instead (`pulsecart forget`), one day at a time, under the same lock and ledger. ``writers_open``:
     each day notes a possible change of its events (_settle_event_writers)."""
@@ -232,14 +209,17 @@ def _run_days(
     day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
     for index, day in enumerate(days):
+        run.interruption = signals.requested()
+        if run.interruption is not None:
+            break
         try:
             on_day_start(day)
             context = DayContext(later_days=_later_within_a_week(days, index), notify=notify,
                                  writers_open=writers_open)
             result = run_unit(conn, job, partial(read_day, day_job, day=day, context=context), invocation,
                               run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
-        except KeyboardInterrupt as exc:  # between days, or before the day's work started
-            run.interruption = Interrupted.of(exc)
+        except Interrupted as exc:  # before the day started
+            run.interruption = exc
             break
         except ConnectionLost as exc:
             run.stopped_by, run.in_doubt = exc.error, InDoubt(day, exc.run_id)
@@ -291,30 +271,19 @@ class _OverlappingDays:
         self.notify, self.writers_open = notify, writers_open
         self.days = [_Day(day) for day in days]
         self.stopping = threading.Event()  # start no further day
-        self.interrupted = threading.Event()
-        self.interruption: Interrupted | None = None  # which signal, once ``interrupted`` is set
         self._guard = threading.Lock()
         self._next = 0
-        self._connections: list[psycopg.Connection] = []
         self.worker_error: BaseException | None = None  # why a second worker could not connect
 
     def run(self, first: psycopg.Connection, on_day_start: OnDayStart, on_day_done: OnDayDone) -> DailyRun:
         """``first``: the caller's connection, for the first worker (the caller closes it)."""
         workers = [threading.Thread(target=self._work_through_days, args=(first if i == 0 else None,), daemon=True)
                    for i in range(min(DAYS_IN_FLIGHT, len(self.days)))]
-        try:
-            for worker in workers:  # a signal while the second starts: the first is already at work
-                worker.start()
-            self._report_in_order(workers, on_day_start, on_day_done)
-        except KeyboardInterrupt as exc:
-            self._interrupt(exc)
-        while any(worker.is_alive() for worker in workers):
-            try:
-                for worker in workers:
-                    if worker.is_alive():  # never started (or not yet: it then finds the window stopping)
-                        worker.join()
-            except KeyboardInterrupt as exc:
-                self._interrupt(exc)
+        for worker in workers:
+            worker.start()
+        self._report_in_order(workers, on_day_start, on_day_done)
+        for worker in workers:
+            worker.join()
         return self._outcome()
 
     def _report_in_order(self, workers: list[threading.Thread], on_day_start: OnDayStart,
@@ -329,7 +298,7 @@ class _OverlappingDays:
             on_day_done(day.result)
 
     def _outcome(self) -> DailyRun:
-        run = DailyRun(interruption=self.interruption)
+        run = DailyRun(interruption=signals.requested())
         for day in self.days:
             if day.error is not None and not run.interrupted:
                 if isinstance(day.error, ConnectionLost):
@@ -341,25 +310,13 @@ class _OverlappingDays:
                 break
             if day.result is not None and not day.result.not_run:
                 run.results.append(day.result)
-        if self.worker_error is not None:
+        if self.worker_error is not None and not run.interrupted:
             run.notes.append(f"ran one day at a time: a second connection failed ({self.worker_error})")
         return run
 
-    def _interrupt(self, exc: KeyboardInterrupt) -> None:
-        if self.interruption is None:
-            self.interruption = Interrupted.of(exc)
-        self.interrupted.set()
-        self.stopping.set()
-        with self._guard:
-            for conn in self._connections:
-                try:
-                    conn.cancel_safe(timeout=5)
-                except psycopg.Error:
-                    pass  # its day already ended
-
     def _claim(self) -> int | None:
         with self._guard:
-            if self.stopping.is_set() or self._next == len(self.days):
+            if self.stopping.is_set() or self._next == len(self.days) or signals.requested():
                 return None
             self._next += 1
             return self._next - 1
@@ -371,23 +328,19 @@ class _OverlappingDays:
         except BaseException as exc:  # noqa: BLE001 - e.g. no connection slot left: the other worker goes on
             self.worker_error = exc
             return
-        with self._guard:
-            self._connections.append(conn)
         try:
             while (index := self._claim()) is not None:
                 self._run_day(conn, index)
         finally:
-            with self._guard:
-                self._connections.remove(conn)
             if given is None:
-                conn.close()
+                close(conn)
 
     def _run_day(self, conn: psycopg.Connection, index: int) -> None:
         day = self.days[index]
         try:
             day.result = run_unit(conn, self.job, lambda c: self._day_work(c, index), self.invocation,
-                                  run_date=day.day, wait=self.wait, cancelled_by=self._cancelled_by)
-        except BaseException as exc:  # noqa: BLE001 - the lock was busy or the connection died
+                                  run_date=day.day, wait=self.wait)
+        except BaseException as exc:  # noqa: BLE001 - the lock was busy, the connection died, a signal came
             day.error = exc
         finally:
             if not _next_day_may_run(day.result, self.keep_going):
@@ -398,18 +351,7 @@ class _OverlappingDays:
         context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
                              wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify,
                              writers_open=self.writers_open)
-        outcome = read_day(DAILY_JOBS[self.job].run_day, conn, self.days[index].day, context)
-        if self.interrupted.is_set():
-            raise self._interruption()  # not committed yet: roll back like the day still running
-        return outcome
-
-    def _cancelled_by(self) -> Interrupted | None:
-        """Why a worker's statement was cancelled: the main thread's interruption, if there is one."""
-        return self._interruption() if self.interrupted.is_set() else None
-
-    def _interruption(self) -> Interrupted:
-        """For a worker thread: the main thread's interruption, as its own exception."""
-        return Interrupted(self.interruption.signum) if self.interruption else Interrupted()
+        return read_day(DAILY_JOBS[self.job].run_day, conn, self.days[index].day, context)
 
     def _wait_for_previous(self, index: int) -> None:
         """Returns once the window's previous day has ended; raises ``NotRun`` when this day must not
@@ -417,10 +359,9 @@ class _OverlappingDays:
         if index == 0:
             return
         previous = self.days[index - 1]
-        while not (previous.finished.wait(0.1) or self.interrupted.is_set()):
-            pass
-        if self.interrupted.is_set():
-            raise self._interruption()
+        while not previous.finished.wait(0.1):
+            signals.check()
+        signals.check()
         if not _next_day_may_run(previous.result, self.keep_going):
             raise NotRun
 
@@ -436,7 +377,7 @@ def run_reconcile(
 ) -> list[UnitResult]:
     """Reconcile each topic's dead letters under its lock, one ledger row per topic. A topic whose lock
     is busy is skipped (status ``busy``, the lock's message as its error) and the others still run;
-    Ctrl-C, SIGTERM or SIGHUP stops after the topic in flight."""
+    a signal stops the topic in flight and the rest."""
     clients = pubsub.connect(project)
     results = []
     with connection(url) as conn:

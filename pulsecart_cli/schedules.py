@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from pulsecart_cli import signals
 from pulsecart_cli.dates import days_between
 from pulsecart_cli.errors import ConfigError, JobFailed
 from pulsecart_cli.registry import DAILY_JOBS
@@ -193,4 +194,5 @@ def wait(plan: Backfill, airflow: str, since: datetime, on_end: Callable[[DayRun
         if len(ended) == len(plan.days):
             return [ended[day] for day in plan.days]
         clock.sleep(poll_s)
+        signals.check()
         runs = list_runs(plan, airflow)

@@ -14,6 +14,7 @@ from datetime import date, timedelta
 import psycopg
 import psycopg.errors
 
+from pulsecart_cli import signals
 from pulsecart_cli.dates import LAST_DAY
 from pulsecart_cli.errors import UsageError
 from pulsecart_cli.queries import one_row, query
@@ -119,8 +120,7 @@ def seed_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int = 1_00
 
 def _copy_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int) -> SeedResult:
     total = invalid_total = 0
-    # psycopg's default writer, on this thread: its queued writer (a sending thread) was no faster here,
-    # and a signal raised while the main thread woke that thread could leave it waiting for good.
+    # psycopg's default writer, on this thread: its queued writer (a sending thread) was no faster here.
     with conn.transaction():
         with conn.cursor() as cur, cur.copy(query("seed.copy_events")) as copy:
             for offset in range(spec.days):
@@ -129,6 +129,7 @@ def _copy_events(conn: psycopg.Connection, spec: SeedSpec, chunk_rows: int) -> S
                     buffer.append(line)
                     invalid_total += invalid
                     if len(buffer) >= chunk_rows:
+                        signals.check()  # a COPY's cancel is only read at its end
                         copy.write("".join(buffer))
                         total += len(buffer)
                         buffer.clear()

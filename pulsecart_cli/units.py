@@ -2,7 +2,6 @@
 its own transaction, recorded in the ledger (job_runs) whatever happens."""
 
 import os
-import select
 import socket
 import time
 import zlib
@@ -12,11 +11,10 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import pq
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from pulsecart_cli import __version__
+from pulsecart_cli import __version__, signals
 from pulsecart_cli.dates import when
 from pulsecart_cli.errors import Interrupted, LockBusy
 from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
@@ -59,88 +57,96 @@ def run_unit(
     target: str | None = None,
     wait: bool = False,
     transactional: bool = True,
-    cancelled_by: Callable[[], Interrupted | None] = lambda: None,
 ) -> UnitResult:
     """Run ``work`` for one unit under its lock, recorded in the ledger.
 
-    With ``transactional`` it runs in one transaction: a failure
-    leaves the unit's data untouched. A success is recorded inside that transaction (data and ledger
-    commit together); the start and a failure are written outside it, so a failed attempt is recorded too. Ctrl-C (or SIGTERM, SIGHUP: ``Interrupted``) cancels the running
-    statement, rolls the unit back and marks it failed with the reason ("terminated by SIGTERM").
-    ``cancelled_by``: for a unit on another thread, whose statements the main thread cancels when a signal
-    arrives: the interruption (None: none) that a statement cancelled anywhere in the unit stands for,
-    its ledger writes included.
+    With ``transactional`` it runs in one transaction: a failure leaves the unit's data untouched. A success
+    is recorded inside that transaction (data and ledger commit together); the start and a failure are
+    written outside it, so a failed attempt is recorded too. A signal (``signals``) cancels the running
+    statement: the unit rolls back and is marked failed with the reason ("terminated by SIGTERM"). Raises
+    ``Interrupted`` when a signal came before the unit started (no ledger row), ``LockBusy``, and
+    ``ConnectionLost``.
     """
     unit = {"job": job, "run_date": run_date, "target": target}
     keys = lock_keys(job, run_date, target)
-    conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
-    if wait:
-        conn.execute(query("ledger.wait_lock"), keys)
-    elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
-        raise _busy(conn, unit, keys)
-    bookkeeping = _Bookkeeping(conn, cancelled_by)
-    result: UnitResult | None = None
     try:
-        conn.execute(query("ledger.reap_dead"), unit)
+        conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
+        if wait:
+            conn.execute(query("ledger.wait_lock"), keys)
+        elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
+            raise _busy(conn, unit, keys)
+    except psycopg.errors.QueryCanceled as exc:
+        raise _interruption_behind(exc) or exc from exc
+    try:
         try:
+            conn.execute(query("ledger.reap_dead"), unit)
             run_id = one_row(conn.execute(
                 query("ledger.start"),
                 unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
             ))[0]
-        except KeyboardInterrupt as exc:  # the row may stand without its id having reached us
-            interruption = Interrupted.of(exc)
-            failed = bookkeeping.run(lambda: conn.execute(query("ledger.fail_started_here"),
-                                                          unit | {"error": interruption.reason}).fetchone())
-            if failed is None:  # no row: the unit never started
-                raise
-            return UnitResult(job, run_date, target, RunStatus.FAILED, run_id=failed[0], error=interruption.reason,
-                              interruption=interruption)
-        result = UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id)
-        started = time.monotonic()
-        recorded: RunStatus | None = None  # the status the ledger row holds, once written
-        try:
-            if transactional:
-                with conn.transaction():
-                    outcome = work(conn)
-                    _take_outcome(result, outcome)
-                    if not outcome.error:
-                        # Recorded inside the work's transaction: data and ledger commit together, so a
-                        # connection lost after the commit cannot leave them disagreeing.
-                        result.duration_s = round(time.monotonic() - started, 3)
-                        _finish(conn, result)
-                        recorded = result.status
-            else:
+        except psycopg.errors.QueryCanceled as exc:  # atomic: no row was written
+            raise _interruption_behind(exc) or exc from exc
+        return _run_started(conn, run_id, UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id),
+                            work, transactional)
+    finally:
+        _bookkeeping(lambda: _unlock(conn, keys))
+
+
+def _run_started(conn: psycopg.Connection, run_id: int, result: UnitResult,
+                 work: Callable[[psycopg.Connection], Outcome], transactional: bool) -> UnitResult:
+    started = time.monotonic()
+    try:
+        if transactional:
+            with conn.transaction():
                 outcome = work(conn)
                 _take_outcome(result, outcome)
-        except KeyboardInterrupt as exc:
-            _read_the_cancelled_answer(conn)
-            result.interruption = Interrupted.of(exc)
-            result.status, result.error = RunStatus.FAILED, result.interruption.reason
-        except NotRun:
-            result.status = RunStatus.NOT_RUN
-            bookkeeping.run(lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
-        except Exception as exc:  # any failure of the work is this unit's failure
-            if conn.broken:  # nothing more can be recorded on it
-                raise ConnectionLost(run_id, exc) from exc
-            result.interruption = cancelled_by() if isinstance(exc, psycopg.errors.QueryCanceled) else None
-            result.status = RunStatus.FAILED
-            result.error = result.interruption.reason if result.interruption else f"{type(exc).__name__}: {exc}".strip()
-        finally:
-            if result.status != recorded:
-                result.duration_s = round(time.monotonic() - started, 3)
-                if recorded is not None and (conn.closed or conn.broken):
-                    result.status = RunStatus.UNKNOWN
-                elif recorded is not None and bookkeeping.run(
-                        lambda: committed_result(conn, run_id, job, run_date)) is not None:
-                    # Ctrl-C or SIGTERM while its COMMIT was under way, and the COMMIT landed: it stands.
-                    result.status, result.error = recorded, None
-                elif result.status != RunStatus.RUNNING and not result.not_run and not conn.closed:
-                    bookkeeping.run(lambda: _finish(conn, result))
+                if not outcome.error:
+                    # Recorded inside the work's transaction: data and ledger commit together, so a
+                    # connection lost after the commit cannot leave them disagreeing.
+                    result.duration_s = round(time.monotonic() - started, 3)
+                    _finish(conn, result)
+            if not outcome.error:
+                result.interruption = signals.requested()  # a signal during its COMMIT: it committed
+                return result
+        else:
+            _take_outcome(result, work(conn))
+    except NotRun:
+        _bookkeeping(lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
+        result.status = RunStatus.NOT_RUN
         return result
-    finally:
-        bookkeeping.run(lambda: _unlock(conn, keys))
-        bookkeeping.keep_interruption(result)
+    except (Exception, Interrupted) as exc:  # any failure of the work is this unit's failure
+        if conn.broken and not isinstance(exc, Interrupted):  # nothing more can be recorded on it
+            raise ConnectionLost(run_id, exc) from exc
+        result.status = RunStatus.FAILED
+        result.error = f"{type(exc).__name__}: {exc}".strip()
+    interruption = signals.requested()  # any failure after a signal is the signal's doing
+    if interruption is not None:
+        result.interruption, result.status, result.error = interruption, RunStatus.FAILED, interruption.reason
+    result.duration_s = round(time.monotonic() - started, 3)
+    if not _bookkeeping(lambda: _finish(conn, result)):  # its row no longer says running: it committed after all
+        return _bookkeeping(lambda: committed_result(conn, run_id, result.job, result.run_date)) or result
+    return result
+
+
+T = TypeVar("T")
+
+
+def _bookkeeping(statement: Callable[[], T]) -> T:
+    """A ledger write or the unlock, which must run after a signal too. The main thread cancels once, and
+    that cancel may land on it: it then runs again."""
+    with signals.shielded():
+        try:
+            return statement()
+        except psycopg.errors.QueryCanceled:
+            if signals.requested() is None:
+                raise
+            return statement()
+
+
+def _interruption_behind(exc: BaseException) -> "Interrupted | None":
+    """The signal behind a cancelled statement (None: a statement_timeout, say)."""
+    return signals.requested() if isinstance(exc, psycopg.errors.QueryCanceled) else None
 
 
 def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: date | None) -> UnitResult | None:
@@ -170,79 +176,16 @@ def _unlock(conn: psycopg.Connection, keys: dict[str, int]) -> None:
             raise
 
 
-T = TypeVar("T")
-
-
-class _Bookkeeping:
-    """The ledger writes and the unlock around a unit's work. A signal stops the statement that runs when
-    it lands: on the main thread psycopg cancels it, on a window's worker the main thread's cancel does.
-    Landing on a ledger write or the unlock, it left the row 'running' and the day out of the summary.
-    Only the first signal is acted on and one cancel stops one statement: what is left of its answer is
-    read, the statement runs again, and a signal that landed here is kept for the unit's result. The
-    answer of a statement a signal stopped before (outside the work) is read first; None: the connection
-    had to be given up."""
-
-    def __init__(self, conn: psycopg.Connection, cancelled_by: Callable[[], Interrupted | None]):
-        self.conn, self.cancelled_by = conn, cancelled_by
-        self.interruption: Interrupted | None = None
-
-    def run(self, statement: Callable[[], T]) -> T | None:
-        if self._given_up():
-            return None
-        try:
-            return statement()
-        except psycopg.errors.QueryCanceled:
-            if self.cancelled_by() is None:
-                raise
-            self.interruption = self.interruption or self.cancelled_by()
-        except KeyboardInterrupt as exc:
-            self.interruption = self.interruption or Interrupted.of(exc)
-        return None if self._given_up() else statement()
-
-    def _given_up(self) -> bool:
-        _read_the_cancelled_answer(self.conn)
-        return self.conn.closed
-
-    def keep_interruption(self, result: "UnitResult | None") -> None:
-        if self.interruption is not None and result is not None and result.interruption is None:
-            result.interruption = self.interruption
-
-
-CANCELLED_ANSWER_WAIT_S = 5.0  # as psycopg waits for a statement it cancelled
-
-
-def _read_the_cancelled_answer(conn: psycopg.Connection) -> None:
-    """psycopg cancels a statement that a signal interrupts and reads its answer, except when the signal
-    lands in psycopg's own code after sending it: the cancel goes out, the answer stays unread, and every
-    later statement fails with "another command is already in progress". Read it, and end the transaction
-    it was in (or one the signal left open before its COMMIT was sent: a read on it would see the unit's
-    own uncommitted success). With no answer within 5 s, give the connection up (the server rolls back
-    and releases its locks)."""
-    if conn.closed:
-        return
-    pgconn = conn.pgconn
-    deadline = time.monotonic() + CANCELLED_ANSWER_WAIT_S
-    try:
-        while pgconn.is_busy():
-            if not select.select([pgconn.socket], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                raise TimeoutError
-            pgconn.consume_input()
-        while pgconn.get_result() is not None:
-            pass
-        if pgconn.transaction_status in (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR):
-            conn.execute(query("session.roll_back"))
-    except (TimeoutError, psycopg.Error):
-        conn.close()
-
-
 def _take_outcome(result: UnitResult, outcome: Outcome) -> None:
     result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
     result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
 
 
-def _finish(conn: psycopg.Connection, result: UnitResult) -> None:
-    conn.execute(query("ledger.finish"), {"id": result.run_id, "status": result.status, "rows": result.rows,
-                                          "details": Jsonb(result.details), "error": result.error})
+def _finish(conn: psycopg.Connection, result: UnitResult) -> bool:
+    """Record how the unit ended, unless its row no longer says running (False)."""
+    return conn.execute(query("ledger.finish"), {
+        "id": result.run_id, "status": result.status, "rows": result.rows, "details": Jsonb(result.details),
+        "error": result.error}).fetchone() is not None
 
 
 @dataclass(frozen=True)

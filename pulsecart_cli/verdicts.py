@@ -34,13 +34,12 @@ def of_daily(report: DailyReport) -> Verdict:
         return SUCCESS
     if run.interruption is not None:
         in_flight = [r for r in run.results if r.interrupted]
-        unanswered = ("committed or not, unknown: its COMMIT went unanswered (`pulsecart status` tells once the "
-                      "database answers)")
         what = "; ".join(f"{job} {', '.join(str(r.run_date) for r in results)} {fate}" for fate, results in (
             ("rolled back and marked failed", [r for r in in_flight if r.status == RunStatus.FAILED]),
             ("had committed as it arrived", [r for r in in_flight if r.completed]),  # its COMMIT under way
-            (unanswered, [r for r in in_flight if r.status == RunStatus.UNKNOWN]),
         ) if results) or f"{job}: no day was in flight"
+        what += "".join(f"; {r.run_date} had failed: {first_line(r.error, r.status)}"
+                        for r in run.results if not r.completed and not r.interrupted)
         return Verdict(run.interruption.exit_code,
                        f"{run.interruption.reason}: {what}; {report.not_run} day(s) not run")
     if run.stopped_by is not None:

@@ -47,21 +47,14 @@ VALUES (%(job)s, %(run_date)s, %(target)s, 'running', %(trigger)s, %(airflow_run
         pg_backend_pid(), %(job_key)s, %(unit_key)s)
 RETURNING id;
 
--- name: fail_started_here
--- A signal while `start` ran: its row may have been written without its id reaching the run. Only this
--- session can have a running row of the unit (it holds the unit's lock; dead ones were reaped).
-UPDATE job_runs
-SET status = 'failed', finished_at = clock_timestamp(), error = %(error)s
-WHERE job = %(job)s AND run_date IS NOT DISTINCT FROM %(run_date)s AND target IS NOT DISTINCT FROM %(target)s
-  AND status = 'running' AND backend_pid = pg_backend_pid()
-RETURNING id;
-
 -- name: finish
 -- Also run inside the unit's own transaction (its success commits with its work): clock_timestamp(),
--- since now() would be when that transaction began.
+-- since now() would be when that transaction began. A failure written after a signal finds no row when
+-- that transaction committed after all: the row lock and the condition let the server decide.
 UPDATE job_runs
 SET status = %(status)s, finished_at = clock_timestamp(), rows_written = %(rows)s, details = %(details)s, error = %(error)s
-WHERE id = %(id)s;
+WHERE id = %(id)s AND status = 'running'
+RETURNING id;
 
 -- name: forget
 -- A unit dropped before it could finish (its work rolled back): the run never happened.

@@ -1,0 +1,129 @@
+"""Signals as a flag: the CLI's only signal code.
+
+SIGINT (Ctrl-C), SIGTERM (Airflow's timeout, "mark failed", kill, systemd, Kubernetes) and SIGHUP only
+record which came first. The command runs on a worker thread (``run``); the main thread waits for it and,
+once a signal is recorded, cancels the statement running on each of the command's connections (``watch``).
+The worker sees an ordinary cancelled statement and rolls back; every statement it would start afterwards
+is refused (``check``), except the ledger writes that record what the signal stopped (``shielded``). The
+command then ends with one `Error:` line and 128 + the signal's number. A second Ctrl-C exits at once (130),
+leaving the server to roll back what was in flight.
+
+A handler that only records cannot land inside a library, a destructor or an import, as one that raises can.
+"""
+
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Protocol
+
+from pulsecart_cli.errors import Interrupted
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WAIT_S = 0.05  # how often the main thread looks at the flag while the command runs
+CANCEL_TIMEOUT_S = 5.0
+
+_received: int | None = None  # the first signal's number
+_guard = threading.Lock()  # a connection is watched, cancelled or closed under it, never two at once
+_local = threading.local()
+
+
+class Cancellable(Protocol):
+    def cancel_safe(self, *, timeout: float = ...) -> None: ...
+
+    def close(self) -> None: ...
+
+
+_watched: "weakref.WeakSet[Cancellable]" = weakref.WeakSet()
+
+
+def requested() -> Interrupted | None:
+    """The interruption a signal asked for; None before any signal (always, for the library on its own)."""
+    return None if _received is None else Interrupted(_received)
+
+
+def check() -> None:
+    """Raise the interruption once a signal came, unless inside ``shielded``: called before every statement
+    (``database``'s cursor) and between units of work that run no statement."""
+    if _received is not None and not getattr(_local, "shielded", False):
+        raise Interrupted(_received)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Statements that record what a signal stopped (the ledger's failure row, the unlock): ``check`` lets
+    them run on this thread."""
+    before = getattr(_local, "shielded", False)
+    _local.shielded = True
+    try:
+        yield
+    finally:
+        _local.shielded = before
+
+
+def watch(conn: Cancellable) -> None:
+    """A new connection of the command: its statement is cancelled when a signal comes. Refused after one."""
+    with _guard:
+        check()
+        _watched.add(conn)
+
+
+def close(conn: Cancellable) -> None:
+    """Close a watched connection; never while the main thread cancels its statement."""
+    with _guard:
+        _watched.discard(conn)
+        conn.close()
+
+
+def _record(signum: int, frame: object) -> None:
+    global _received
+    if _received is None:
+        _received = signum
+    elif signum == signal.SIGINT:
+        os.write(2, b"Error: interrupted again: exiting without cleanup (the database rolls back what was in flight)\n")
+        os._exit(128 + signal.SIGINT)
+
+
+def install() -> None:
+    """At the CLI edge only, never when the library is imported."""
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _record)
+
+
+def run(command: Callable[[], int]) -> int:
+    """Run ``command`` on a worker thread, cancelling its statements when a signal comes; its exit code."""
+    codes: list[int] = []
+    worker = threading.Thread(target=lambda: codes.append(_exit_code(command)), name="pulsecart", daemon=True)
+    worker.start()
+    cancelled = False
+    while worker.is_alive():
+        worker.join(WAIT_S)
+        if _received is not None and not cancelled:
+            cancelled = True
+            _cancel_statements()
+    for signum in HANDLED_SIGNALS:  # the exit status is decided: a signal now has nothing to stop
+        signal.signal(signum, signal.SIG_IGN)
+    return codes[0] if codes else 1
+
+
+def _cancel_statements() -> None:
+    with _guard:
+        for conn in list(_watched):
+            with suppress(Exception):  # its session ended, or the server does not answer: nothing runs there
+                conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
+
+
+def _exit_code(command: Callable[[], int]) -> int:
+    try:
+        return command()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:  # outside the command's own error handling (an import, say)
+        interruption = requested()
+        if interruption is None:
+            raise
+        print(f"Error: {interruption.reason}", file=sys.stderr)
+        return interruption.exit_code
