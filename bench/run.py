@@ -35,7 +35,7 @@ from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.queries import parse_named, query
 from pulsecart_cli.reconcile import Options, Reconciler
 from pulsecart_cli.registry import DAILY_JOBS
-from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.runner import DailyRequest, run_daily
 from pulsecart_cli.seed import EVENT_MIX, SeedSpec, seed_events
 from pulsecart_cli.status import completeness, day_states
 
@@ -130,18 +130,18 @@ def floor_sql(conn, *steps: tuple[str, dict]) -> None:
 
 def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
     start, end = day_bounds(D)
-    run_daily_job(url, "aggregate", days_between(D - timedelta(days=6), D), INVOCATION)
+    run_daily(url, DailyRequest("aggregate", days_between(D - timedelta(days=6), D), INVOCATION))
     with connect(url, autocommit=True) as conn:
         for day in days_between(D - timedelta(days=6), D - timedelta(days=1)):
             seed_sql(conn, "extract_events", day + timedelta(days=1))
         settle(conn, "VACUUM ANALYZE")
-        rerun = median_time(lambda: run_daily_job(url, "aggregate", [D], INVOCATION), repeats)
+        rerun = median_time(lambda: run_daily(url, DailyRequest("aggregate", [D], INVOCATION)), repeats)
 
         def forget_day():
             forget(conn, [D])
             conn.execute("VACUUM event_aggregates, personalization_score_history")
 
-        first = median_time(lambda: run_daily_job(url, "aggregate", [D], INVOCATION), repeats, setup=forget_day)
+        first = median_time(lambda: run_daily(url, DailyRequest("aggregate", [D], INVOCATION)), repeats, setup=forget_day)
         week_old = D - timedelta(days=6)
 
         def late_data_for_week_old_day():
@@ -151,7 +151,7 @@ def bench_aggregate_day(url: str, history_days: int, repeats: int) -> dict:
             conn.execute("VACUUM event_aggregates")
 
         def rerun_week_old_day():
-            run = run_daily_job(url, "aggregate", [week_old], INVOCATION)
+            run = run_daily(url, DailyRequest("aggregate", [week_old], INVOCATION)).run
             assert len(run.results[0].details["scores_refreshed"]) == 6, run.results[0].details
 
         week_old_rerun = median_time(rerun_week_old_day, repeats, setup=late_data_for_week_old_day)
@@ -206,7 +206,7 @@ def concurrent_single_days(url: str, days: list[date], workers: int) -> None:
     """What an Airflow backfill with --max-active-runs N does: N single-day runs at once, oldest first,
     each on its own connection."""
     def run_day(day: date) -> None:
-        assert run_daily_job(url, "aggregate", [day], INVOCATION, wait=True).ok
+        assert run_daily(url, DailyRequest("aggregate", [day], INVOCATION, wait=True)).run.ok
 
     share_days(days, [run_day] * workers)
 
@@ -241,11 +241,11 @@ def two_in_flight_bound(url: str, days: list[date], repeats: int) -> tuple[float
 def bench_window(url: str, repeats: int) -> dict:
     days = days_between(D - timedelta(days=29), D)
     start, end = day_bounds(days[0])[0], day_bounds(D)[1]
-    window = median_time(lambda: run_daily_job(url, "aggregate", days, INVOCATION), repeats)
+    window = median_time(lambda: run_daily(url, DailyRequest("aggregate", days, INVOCATION)), repeats)
 
     def separately():
         for day in days:
-            run_daily_job(url, "aggregate", [day], INVOCATION)
+            run_daily(url, DailyRequest("aggregate", [day], INVOCATION))
 
     separate = median_time(separately, repeats, warmup=False)
     counts_serial, counts_two_at_a_time = two_in_flight_bound(url, days[-BOUND_DAYS:], repeats)
@@ -258,7 +258,7 @@ def bench_window(url: str, repeats: int) -> dict:
             forget(conn, days, counts=False)
             settle(conn, "VACUUM personalization_score_history, aggregated_days")
 
-        first_window = median_time(lambda: run_daily_job(url, "aggregate", days, INVOCATION), repeats,
+        first_window = median_time(lambda: run_daily(url, DailyRequest("aggregate", days, INVOCATION)), repeats,
                                    setup=forget_scores, warmup=False)
         serial_digest = history_digest(conn)
         concurrent = median_time(lambda: concurrent_single_days(url, days, CONCURRENT_DAYS), repeats,
@@ -282,7 +282,7 @@ def bench_metrics(url: str, repeats: int) -> dict:
             seed_error = first_line(exc)
         conn.execute(SQL["clean_totals"], {"start": start, "end": end})
         settle(conn, "VACUUM ANALYZE events")
-        pulsecart = median_time(lambda: run_daily_job(url, "metrics", [D], INVOCATION), repeats)
+        pulsecart = median_time(lambda: run_daily(url, DailyRequest("metrics", [D], INVOCATION)), repeats)
         seed = median_time(lambda: seed_sql(conn, "daily_metrics", D + timedelta(days=1)), repeats)
         floor = median_time(lambda: conn.execute(SQL["floor_metrics"], {"start": start, "end": end}).fetchone(),
                             repeats)
@@ -681,7 +681,7 @@ def bench_status(url: str, repeats: int) -> dict:
     the consumer leaves them), then as many again for the window's last day. Against the CLI's start-up
     (`pulsecart --version`) and the library call (status.day_states for both jobs) on an open connection."""
     days = days_between(D - timedelta(days=29), D)
-    assert run_daily_job(url, "metrics", days, INVOCATION).ok   # aggregate ran them all in bench_window
+    assert run_daily(url, DailyRequest("metrics", days, INVOCATION)).run.ok   # aggregate ran them all in bench_window
     args = status_args(D, len(days))
     results = {"days": len(days), "backlog_rows": STATUS_BACKLOG,
                "cli_startup_s": cli_median(url, ("--version",), repeats), "cli_s": cli_median(url, args, repeats)}
@@ -964,7 +964,7 @@ def bench_scores_without_statistics(server_url: str, profile: dict, repeats: int
             conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         seed_events(conn, SeedSpec(D - timedelta(days=8), 9, profile["users"], profile["events"], 11))
     days = days_between(D - timedelta(days=8), D)
-    assert run_daily_job(url, "aggregate", days, INVOCATION).ok
+    assert run_daily(url, DailyRequest("aggregate", days, INVOCATION)).run.ok
 
     def carried_forward() -> None:
         with database.connection(url) as conn, conn.transaction(force_rollback=True):

@@ -58,7 +58,7 @@ from pulsecart_cli.seed import SeedSpec, seed_events
 from pulsecart_cli.status import (
     DEFAULT_MIN_SHARE,
     MIN_USUAL_WEEKS,
-    DayStatus,
+    DayState,
     completeness,
     day_states,
     problems,
@@ -328,7 +328,7 @@ def _backfill_via_airflow(job: str, days: list[date], dry_run: bool, run_it: boo
     return _via_airflow(backfill, run_it, not no_wait and not dry_run, as_json)
 
 
-def _run_daily(database_url: str | None, request: DailyRequest, as_json: bool) -> DailyReport:
+def _run_with_progress(database_url: str | None, request: DailyRequest, as_json: bool) -> DailyReport:
     """The request run on the database, with a progress bar on a terminal and notes as they come."""
     job = request.job
     return run_daily(database.resolve_url(database_url), request,
@@ -395,7 +395,7 @@ def _via_airflow(plan: schedules.Backfill, run_it: bool, wait: bool, as_json: bo
         render.message(f"waiting for Airflow's runs of {plan.dag.dag_id} for {plan.first} … {plan.last} "
                        "(Ctrl-C stops the waiting, not the runs)")
 
-        def show(run: schedules.DayRun) -> None:
+        def show(run: schedules.AirflowDayRun) -> None:
             if not as_json:
                 render.out().print(f"{plan.dag.job} {run.day}: {run.state}" + (f" ({run.run_id})" if run.run_id else ""),
                                    markup=False)
@@ -450,7 +450,7 @@ def _add_daily_command(job: DailyJob) -> None:
             raise UsageError("--if-missing goes with a single --date (for a window use --only-missing)")
         request = DailyRequest(job.name, days, _invocation(trigger), Selection(only_missing, only_failed, stale),
                                dry_run=dry_run, if_missing=if_missing, wait=wait, keep_going=keep_going)
-        return _render_daily(_run_daily(database_url, request, as_json), as_json)
+        return _render_daily(_run_with_progress(database_url, request, as_json), as_json)
 
     command.__name__ = command.__qualname__ = job.name
     command.__doc__ = job.help
@@ -482,7 +482,7 @@ def forget(
     """
     days = select_days(date_text, window_text, allow_future=True)
     request = DailyRequest(job.value, days, _invocation(trigger), wait=wait, forget=True)
-    return _render_daily(_run_daily(database_url, request, as_json), as_json)
+    return _render_daily(_run_with_progress(database_url, request, as_json), as_json)
 
 
 @app.command()
@@ -516,7 +516,7 @@ def status(
         else:
             for p in found:
                 render.out().print(f"{p.job} {p.day} {p.state}: {p.reason}; fix: {p.fix}", markup=False)
-        failed = [p for p in found if p.state != DayStatus.SUSPECT]
+        failed = [p for p in found if p.state != DayState.SUSPECT]
         if failed:
             raise CheckFailed(f"status --check: {len(failed)} problem day(s) in {window[0]}..{window[-1]}"
                               + (f" and {len(found) - len(failed)} suspect" if len(found) > len(failed) else ""))

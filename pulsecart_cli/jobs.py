@@ -10,7 +10,7 @@ from typing import Protocol
 import psycopg
 
 from pulsecart_cli.dates import day_bounds
-from pulsecart_cli.ledger import Outcome, RunStatus
+from pulsecart_cli.ledger import RunStatus, WorkOutput
 from pulsecart_cli.queries import one_row, query
 
 
@@ -31,7 +31,7 @@ SCORES_LOCK_NOTE_AFTER_S = 1.0
 EVENT_CHANGES_SEEN = "event_changes_seen"
 
 
-def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> WorkOutput:
     """Replace D's event_aggregates and the scores as of D, and rescore the as-of days D+1 .. D+6 that
     read D's counts when they changed.
 
@@ -59,7 +59,7 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     history_written += rescored_rows
     unaggregated = [str(row[0]) for row in conn.execute(query("aggregate.unaggregated_inputs"), params)]
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
-    return Outcome(
+    return WorkOutput(
         rows=aggregate_rows,
         details={"aggregate_rows": aggregate_rows, "scored_users": scored_users,
                  "aggregates_written": sum(counts_written), "history_written": history_written,
@@ -72,14 +72,14 @@ def aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = Day
     )
 
 
-def read_day(day_job: "DayJob", conn: psycopg.Connection, day: date, context: DayContext) -> Outcome:
-    """``day_job`` for ``day``, in the caller's transaction; then, when a transaction writing events stayed
+def read_day(day_function: "DayFunction", conn: psycopg.Connection, day: date, context: DayContext) -> WorkOutput:
+    """``day_function`` for ``day``, in the caller's transaction; then, when a transaction writing events stayed
     open (``context.writers_open``), the day counts as changed after this run: it may hold rows the run did
     not see. Every job's days, whatever its SQL."""
-    outcome = day_job(conn, day, context)
+    output = day_function(conn, day, context)
     if context.writers_open:
         conn.execute(query("changes.note_writer_may_have_changed"), {"day": day})
-    return outcome
+    return output
 
 
 def _lock_scores(conn: psycopg.Connection, day: date, notify: Callable[[str], None]) -> None:
@@ -118,12 +118,12 @@ def _scores_fresh(conn: psycopg.Connection, as_of: date) -> bool:
     return bool(row and row[0])
 
 
-def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> WorkOutput:
     """Replace D's daily_metrics row."""
     start, end = day_bounds(day)
     orders, abandoned, rate, revenue, invalid, changes_seen = one_row(conn.execute(
         query("metrics.replace_day"), {"day": day, "start": start, "end": end}))
-    return Outcome(
+    return WorkOutput(
         rows=1,
         details={
             "orders_placed": orders,
@@ -136,7 +136,7 @@ def metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayCo
     )
 
 
-def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> WorkOutput:
     """D as if never aggregated: its counts, its scores and its record go, and the aggregated as-of days
     D+1 .. D+6 that read its counts are rescored (except those this run forgets later). The current
     scores move back to the newest aggregated day that remains."""
@@ -145,25 +145,25 @@ def forget_aggregate_day(conn: psycopg.Connection, day: date, context: DayContex
     counts_removed, scores_removed = one_row(conn.execute(query("aggregate.forget_day"), {"day": day}))
     refreshed, history_written = _rescore_later_days(conn, day, context)
     current_as_of = one_row(conn.execute(query("aggregate.current_as_of")))[0]
-    return Outcome(
+    return WorkOutput(
         rows=counts_removed + scores_removed, status=RunStatus.FORGOTTEN,
         details={"counts_removed": counts_removed, "scores_removed": scores_removed,
                  "history_written": history_written, "scores_refreshed": [str(d) for d in refreshed],
                  "current_scores_as_of": str(current_as_of) if current_as_of else None})
 
 
-def forget_metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> Outcome:
+def forget_metrics_day(conn: psycopg.Connection, day: date, context: DayContext = DayContext()) -> WorkOutput:
     """D's daily_metrics row removed."""
     removed = one_row(conn.execute(query("metrics.forget_day"), {"day": day}))[0]
-    return Outcome(rows=removed, status=RunStatus.FORGOTTEN, details={"metrics_removed": removed})
+    return WorkOutput(rows=removed, status=RunStatus.FORGOTTEN, details={"metrics_removed": removed})
 
 
 def _plain(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-class DayJob(Protocol):
+class DayFunction(Protocol):
     """A job's work on one day (the registry's ``DailyJob.run_day`` and ``forget_day``)."""
 
-    def __call__(self, conn: psycopg.Connection, day: date, context: DayContext = ...) -> Outcome: ...
+    def __call__(self, conn: psycopg.Connection, day: date, context: DayContext = ...) -> WorkOutput: ...
 

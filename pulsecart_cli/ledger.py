@@ -44,7 +44,7 @@ class Invocation:
 
 
 @dataclass
-class Outcome:
+class WorkOutput:
     """What a unit of work wrote."""
 
     rows: int

@@ -9,7 +9,7 @@ from psycopg.rows import class_row
 
 from pulsecart_cli.ledger import RunStatus
 from pulsecart_cli.queries import query
-from pulsecart_cli.status import DayStatus, day_states
+from pulsecart_cli.status import DayState, day_states
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def choose_days(conn: psycopg.Connection, job: str, days: list[date], selection:
     With several selectors a day is chosen when any of them picks it."""
     chosen: dict[date, str] = {}
     for day, state in sorted(day_states(conn, job, days).items()):
-        if selection.only_missing and not state.ever_succeeded and state.state != DayStatus.BEFORE_EVENTS:
+        if selection.only_missing and not state.ever_succeeded and state.state != DayState.BEFORE_EVENTS:
             chosen[day] = "missing" if state.latest_status is None else f"missing (latest {state.latest_status})"
         elif selection.only_failed and state.latest_status == RunStatus.FAILED:
             chosen[day] = "failed"

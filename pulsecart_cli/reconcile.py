@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from pulsecart_cli import signals
 from pulsecart_cli.errors import ConfigError, first_line
-from pulsecart_cli.ledger import Outcome
+from pulsecart_cli.ledger import WorkOutput
 from pulsecart_cli.pubsub import Clients, TopicPair, service_error
 from pulsecart_cli.queries import query
 
@@ -39,37 +39,37 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Disposition:
     republish: bool
     reason: str | None = None
     attributes: dict[str, str] | None = None
     ordering_key: str = ""
 
 
-def classify(data: bytes, attributes: dict[str, str], ordering_key: str, max_reconciles: int) -> Verdict:
+def classify(data: bytes, attributes: dict[str, str], ordering_key: str, max_reconciles: int) -> Disposition:
     """Republish a JSON object with a non-empty event_type, below the reconcile limit; quarantine the rest."""
     try:
         event = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return Verdict(False, "not JSON")
+        return Disposition(False, "not JSON")
     if not isinstance(event, dict):
-        return Verdict(False, f"not a JSON object (a JSON {JSON_TYPES[type(event)]})")
+        return Disposition(False, f"not a JSON object (a JSON {JSON_TYPES[type(event)]})")
     event_type = event.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip():
-        return Verdict(False, "no event_type")
+        return Disposition(False, "no event_type")
     try:
         count = int(attributes.get("reconcile_count", "0"))
     except ValueError:
-        return Verdict(False, f"invalid reconcile_count {attributes['reconcile_count']!r}")
+        return Disposition(False, f"invalid reconcile_count {attributes['reconcile_count']!r}")
     if count >= max_reconciles:
-        return Verdict(False, f"reconcile limit reached ({count} of {max_reconciles})")
+        return Disposition(False, f"reconcile limit reached ({count} of {max_reconciles})")
     republished = dict(attributes) | {"reconciled": "true", "reconcile_count": str(count + 1),
                                       "event_type": event_type}
     if event.get("event_id") is not None:
         republished["event_id"] = str(event["event_id"])
     user_id = event.get("user_id")
-    return Verdict(True, attributes=republished,
-                   ordering_key=ordering_key or ("" if user_id is None else str(user_id)))
+    return Disposition(True, attributes=republished,
+                       ordering_key=ordering_key or ("" if user_id is None else str(user_id)))
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Report:
     reasons: dict[str | None, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
-    def outcome(self) -> Outcome:
+    def work_output(self) -> WorkOutput:
         details = {k: v for k, v in vars(self).items() if k != "errors"}
         problems = ["aborted"] if self.aborted else []
         if self.failed:
@@ -94,7 +94,7 @@ class Report:
         if self.ack_failed:
             problems.append(f"{self.ack_failed} ack(s) failed (those messages will be delivered again)")
         error = f"{', '.join(problems)}: {'; '.join(self.errors[:3])}" if problems else None
-        return Outcome(rows=self.republished + self.quarantined, details=details, error=error)
+        return WorkOutput(rows=self.republished + self.quarantined, details=details, error=error)
 
 
 @dataclass
@@ -275,5 +275,5 @@ def check_subscription(clients: Clients, pair: TopicPair) -> None:
         raise service_error(exc, f"read subscription {path}") from exc
 
 
-def reconcile_topic(clients: Clients, conn: psycopg.Connection, pair: TopicPair, options: Options) -> Outcome:
-    return Reconciler(clients, conn, pair, options).run().outcome()
+def reconcile_topic(clients: Clients, conn: psycopg.Connection, pair: TopicPair, options: Options) -> WorkOutput:
+    return Reconciler(clients, conn, pair, options).run().work_output()

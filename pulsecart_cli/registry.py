@@ -3,7 +3,7 @@ notes, the runner's choice between one day at a time and two days in flight, `st
 the Airflow DAGs (through ``dags/pulsecart_jobs.json``, which ``make dags`` generates from here:
 pulsecart_cli/dag_spec.py) and the DAG tests' expectations all come from ``DAILY_JOBS``.
 
-Adding a job: its SQL in ``sql/queries/<job>.sql``, its day function (``jobs.DayJob``) in ``jobs.py``,
+Adding a job: its SQL in ``sql/queries/<job>.sql``, its day function (``jobs.DayFunction``) in ``jobs.py``,
 one ``DailyJob`` below, then ``make dags`` (see docs/development.md, "Adding a job").
 """
 
@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pulsecart_cli.jobs import DayJob, aggregate_day, forget_aggregate_day, forget_metrics_day, metrics_day
+from pulsecart_cli.jobs import (
+    DayFunction,
+    aggregate_day,
+    forget_aggregate_day,
+    forget_metrics_day,
+    metrics_day,
+)
 
 
 def _details(details: dict[str, Any]) -> str:
@@ -55,8 +61,8 @@ class DailyJob:
     """A job that processes one UTC day at a time: `pulsecart <name> --date D` / `--window A..B`."""
 
     name: str
-    run_day: DayJob  # replaces the day's results inside the transaction its caller opened
-    forget_day: DayJob  # `pulsecart forget`: removes them, as if the job had never run for the day
+    run_day: DayFunction  # replaces the day's results inside the transaction its caller opened
+    forget_day: DayFunction  # `pulsecart forget`: removes them, as if the job had never run for the day
     help: str  # the command's --help: what it does, then a verbatim `Examples:` block
     dag_id: str  # its Airflow DAG (dags/pulsecart_daily_dags.py), which runs `pulsecart <name> --date <prior day>`
     schedule: str  # the DAG's cron schedule (UTC): once a day at a fixed time, after the day it processes

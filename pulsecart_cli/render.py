@@ -26,11 +26,11 @@ from pulsecart_cli.dates import when
 from pulsecart_cli.errors import first_line
 from pulsecart_cli.ledger import RunStatus, UnitResult
 from pulsecart_cli.registry import DAILY_JOBS
-from pulsecart_cli.status import DayState, DayStatus, Problem
+from pulsecart_cli.status import DayStanding, DayState, Problem
 
 if TYPE_CHECKING:  # for annotations only: not imported at run time
     from pulsecart_cli.runner import DailyRun
-    from pulsecart_cli.schedules import Backfill, DayRun
+    from pulsecart_cli.schedules import AirflowDayRun, Backfill
 
 STATUS_STYLE = {RunStatus.SUCCEEDED: "green", RunStatus.FAILED: "bold red", RunStatus.RUNNING: "yellow",
                 RunStatus.BUSY: "yellow", RunStatus.FORGOTTEN: "cyan"}
@@ -100,9 +100,9 @@ def day_results_json(job: str, run: "DailyRun") -> dict[str, Any]:
 
 
 def backfill_json(plan: "Backfill", check: str, exit_code: int | None = None,
-                  runs: "list[DayRun] | None" = None) -> dict[str, Any]:
+                  runs: "list[AirflowDayRun] | None" = None) -> dict[str, Any]:
     """--via airflow: the backfill command for exactly plan.first … plan.last (with --run, how it exited, and
-    unless --no-wait, how each day's run ended: ``runs``, a list of schedules.DayRun; null when not waited for)."""
+    unless --no-wait, how each day's run ended: ``runs``, a list of schedules.AirflowDayRun; null when not waited for)."""
     first_run, last_run = plan.runs
     ok = exit_code in (None, 0) and all(run.state == "success" for run in runs or [])
     return {"ok": ok, "job": plan.dag.job, "via": "airflow", "dag_id": plan.dag.dag_id,
@@ -226,40 +226,40 @@ def day_progress(job: str, total: int,
         yield on_start, on_done
 
 
-STATE_MARKS = {DayStatus.SUCCEEDED: ("✓", "green"), DayStatus.FAILED: ("✗", "bold red"),
-               DayStatus.MISSING: ("·", "dim"), DayStatus.STALE: ("~", "yellow"), DayStatus.RUNNING: ("▶", "cyan"),
-               DayStatus.BEFORE_EVENTS: (" ", "dim"), DayStatus.SUSPECT: ("?", "magenta")}
+STATE_MARKS = {DayState.SUCCEEDED: ("✓", "green"), DayState.FAILED: ("✗", "bold red"),
+               DayState.MISSING: ("·", "dim"), DayState.STALE: ("~", "yellow"), DayState.RUNNING: ("▶", "cyan"),
+               DayState.BEFORE_EVENTS: (" ", "dim"), DayState.SUSPECT: ("?", "magenta")}
 # The selector that picks each kind of gap, in the order `status` suggests them.
-GAP_FLAGS = {DayStatus.MISSING: "--only-missing", DayStatus.FAILED: "--only-failed", DayStatus.STALE: "--stale"}
+GAP_FLAGS = {DayState.MISSING: "--only-missing", DayState.FAILED: "--only-failed", DayState.STALE: "--stale"}
 
 
-def _fix_command(job: str, states: dict[date, DayState]) -> str | None:
-    gaps: dict[DayStatus, list[date]] = {s.state: [] for s in states.values()}
+def _fix_command(job: str, states: dict[date, DayStanding]) -> str | None:
+    gaps: dict[DayState, list[date]] = {s.state: [] for s in states.values()}
     for day, state in states.items():
         gaps[state.state].append(day)
     flags = [flag for state, flag in GAP_FLAGS.items() if gaps.get(state)]
     if not flags:
         return None
     days = [d for state in GAP_FLAGS for d in gaps.get(state, [])]
-    days += [d for s in states.values() if s.state == DayStatus.STALE for d, _ in s.stale_inputs]  # may be earlier
+    days += [d for s in states.values() if s.state == DayState.STALE for d, _ in s.stale_inputs]  # may be earlier
     return f"pulsecart {job} --window {min(days)}..{max(days)} {' '.join(flags)}"
 
 
-def _counts(states: dict[date, DayState]) -> dict[DayStatus, int]:
+def _counts(states: dict[date, DayStanding]) -> dict[DayState, int]:
     counts = dict.fromkeys(STATE_MARKS, 0)
     for state in states.values():
         counts[state.state] += 1
     return counts
 
 
-def status_json(states_by_job: dict[str, dict[date, DayState]], window: list[date]) -> dict[str, Any]:
+def status_json(states_by_job: dict[str, dict[date, DayStanding]], window: list[date]) -> dict[str, Any]:
     return {
         "start": window[0], "end": window[-1],
         "jobs": {
             job: {"counts": _counts(states), "fix": _fix_command(job, states),
                   "days": [{"date": day, "state": s.state, "latest_run_id": s.latest_run_id}
-                           | ({"reason": s.stale_reason} if s.state == DayStatus.STALE else {})
-                           | ({"reason": s.suspect_reason} if s.state == DayStatus.SUSPECT else {})
+                           | ({"reason": s.stale_reason} if s.state == DayState.STALE else {})
+                           | ({"reason": s.suspect_reason} if s.state == DayState.SUSPECT else {})
                            for day, s in sorted(states.items())]}
             for job, states in states_by_job.items()
         },
@@ -272,7 +272,7 @@ def check_json(problems: list[Problem], window: list[date]) -> dict[str, Any]:
                          for p in problems]}
 
 
-def status_view(states_by_job: dict[str, dict[date, DayState]], window: list[date]) -> Group:
+def status_view(states_by_job: dict[str, dict[date, DayStanding]], window: list[date]) -> Group:
     table = Table(title=f"pulsecart status {window[0]} .. {window[-1]} (oldest left)", title_justify="left")
     table.add_column("job")
     table.add_column("days")
@@ -290,7 +290,7 @@ def status_view(states_by_job: dict[str, dict[date, DayState]], window: list[dat
     parts: list[RenderableType] = [table, legend]
     parts += ["to fill the gaps:"] + [f"  {fix}" for fix in fixes] if fixes else ["no gaps"]
     suspect = [f"  {job} {day}: {escape(s.suspect_reason or '')}" for job, states in states_by_job.items()
-               for day, s in sorted(states.items()) if s.state == DayStatus.SUSPECT]
+               for day, s in sorted(states.items()) if s.state == DayState.SUSPECT]
     if suspect:
         parts += ["[magenta]suspect[/] (a warning: they ran, but their figures are far from the usual):", *suspect]
     return Group(*parts)

@@ -3,7 +3,7 @@ lock, in its own transaction, in the ledger) and reconcile's topics."""
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -20,7 +20,7 @@ from pulsecart_cli.errors import (
     UsageError,
 )
 from pulsecart_cli.jobs import DayContext, read_day
-from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
+from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult, WorkOutput
 from pulsecart_cli.migrations import require_current
 from pulsecart_cli.planning import LastSuccess, Selection, last_success, plan_days
 from pulsecart_cli.queries import one_row, query
@@ -135,10 +135,10 @@ def run_daily(
             notify(f"{job}: a transaction writing events stayed open over {WRITERS_WAIT_S:g} s after the run began; "
                    "it may hold rows of these days, so they stay stale until a run after it ends")
         with progress(len(report.plan)) as (on_day_start, on_day_done):
-            report.run = _run_days(conn, url, job, planned, request.invocation,
-                                   wait=request.wait, keep_going=request.keep_going,
-                                   on_day_start=on_day_start, on_day_done=on_day_done, notify=notify,
-                                   forget=request.forget, writers_open=writers_open)
+            report.run = _run_planned_days(conn, url, job, planned, request.invocation,
+                                           wait=request.wait, keep_going=request.keep_going,
+                                           on_day_start=on_day_start, on_day_done=on_day_done, notify=notify,
+                                           forget=request.forget, writers_open=writers_open)
         if report.run.in_doubt is not None:
             _settle_in_doubt(url, job, report.run, report.run.in_doubt)
     return report
@@ -174,15 +174,7 @@ def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
         run.results.append(result)
 
 
-def run_daily_job(url: str, job: str, days: Iterable[date], invocation: Invocation, *, wait: bool = False,
-                  keep_going: bool = False, forget: bool = False) -> DailyRun:
-    """``run_daily`` for the days as given, without selectors; its run (for the bench and tests)."""
-    report = run_daily(url, DailyRequest(job, sorted(days), invocation, wait=wait, keep_going=keep_going,
-                                         forget=forget))
-    return report.run or DailyRun()
-
-
-def _run_days(
+def _run_planned_days(
     conn: psycopg.Connection,
     url: str,
     job: str,
@@ -206,7 +198,7 @@ def _run_days(
     if DAILY_JOBS[job].overlapping and len(days) > 1 and not forget:
         return _OverlappingDays(url, job, days, invocation, wait, keep_going, notify,
                                 writers_open).run(conn, on_day_start, on_day_done)
-    day_job = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
+    day_function = DAILY_JOBS[job].forget_day if forget else DAILY_JOBS[job].run_day
     run = DailyRun()
     for index, day in enumerate(days):
         run.interruption = signals.requested()
@@ -216,7 +208,7 @@ def _run_days(
             on_day_start(day)
             context = DayContext(later_days=_later_within_a_week(days, index), notify=notify,
                                  writers_open=writers_open)
-            result = run_unit(conn, job, partial(read_day, day_job, day=day, context=context), invocation,
+            result = run_unit(conn, job, partial(read_day, day_function, day=day, context=context), invocation,
                               run_date=day, target=FORGET_TARGET if forget else None, wait=wait)
         except Interrupted as exc:  # before the day started
             run.interruption = exc
@@ -284,7 +276,7 @@ class _OverlappingDays:
         self._report_in_order(workers, on_day_start, on_day_done)
         for worker in workers:
             worker.join()
-        return self._outcome()
+        return self._daily_run()
 
     def _report_in_order(self, workers: list[threading.Thread], on_day_start: OnDayStart,
                          on_day_done: OnDayDone) -> None:
@@ -297,7 +289,7 @@ class _OverlappingDays:
                 return
             on_day_done(day.result)
 
-    def _outcome(self) -> DailyRun:
+    def _daily_run(self) -> DailyRun:
         run = DailyRun(interruption=signals.requested())
         for day in self.days:
             if day.error is not None and not run.interrupted:
@@ -347,7 +339,7 @@ class _OverlappingDays:
                 self.stopping.set()
             day.finished.set()
 
-    def _day_work(self, conn: psycopg.Connection, index: int) -> Outcome:
+    def _day_work(self, conn: psycopg.Connection, index: int) -> WorkOutput:
         context = DayContext(later_days=_later_within_a_week([d.day for d in self.days], index),
                              wait_for_previous_day=lambda: self._wait_for_previous(index), notify=self.notify,
                              writers_open=self.writers_open)

@@ -122,7 +122,7 @@ CLOCK_SKEW = timedelta(seconds=5)   # between this machine and the Airflow compo
 
 
 @dataclass(frozen=True)
-class DayRun:
+class AirflowDayRun:
     """How Airflow's run of one day of a backfill ended: success, failed, or "no run" (Airflow made none)."""
 
     day: date
@@ -158,7 +158,7 @@ def parse_runs(stdout: str) -> list[dict[str, Any]]:
     raise JobFailed("airflow dags list-runs printed no JSON list of runs")
 
 
-def finished_runs(plan: Backfill, runs: list[dict[str, Any]], since: datetime) -> dict[date, DayRun]:
+def finished_runs(plan: Backfill, runs: list[dict[str, Any]], since: datetime) -> dict[date, AirflowDayRun]:
     """The plan's days whose run ended after ``since`` (when the backfill was created), by day."""
     ended = {}
     for run in runs:
@@ -168,7 +168,7 @@ def finished_runs(plan: Backfill, runs: list[dict[str, Any]], since: datetime) -
             continue
         day = plan.day_of(datetime.fromisoformat(run["logical_date"]))
         if plan.first <= day <= plan.last:
-            ended[day] = DayRun(day, run["state"], run["run_id"])
+            ended[day] = AirflowDayRun(day, run["state"], run["run_id"])
     return ended
 
 
@@ -177,14 +177,14 @@ def days_without_runs(plan: Backfill, runs: list[dict[str, Any]]) -> list[date]:
     return [day for day in plan.days if day not in have]
 
 
-def wait(plan: Backfill, airflow: str, since: datetime, on_end: Callable[[DayRun], None],
-         poll_s: float = POLL_S) -> list[DayRun]:
+def wait(plan: Backfill, airflow: str, since: datetime, on_end: Callable[[AirflowDayRun], None],
+         poll_s: float = POLL_S) -> list[AirflowDayRun]:
     """Wait until Airflow's run of every day of the plan has ended (after ``since``); ``on_end`` hears of each
     day as it ends. A day Airflow made no run for (a day before the DAG's start_date, say) ends as "no run"."""
-    ended: dict[date, DayRun] = {}
+    ended: dict[date, AirflowDayRun] = {}
     runs = list_runs(plan, airflow)
     for day in days_without_runs(plan, runs):
-        ended[day] = DayRun(day, "no run")
+        ended[day] = AirflowDayRun(day, "no run")
         on_end(ended[day])
     while True:
         for day, run in sorted(finished_runs(plan, runs, since).items()):

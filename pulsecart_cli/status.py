@@ -21,22 +21,22 @@ from pulsecart_cli.queries import one_row, query
 from pulsecart_cli.registry import DAILY_JOBS
 
 
-class DayStatus(StrEnum):
+class DayState(StrEnum):
     """Where a day of a job stands, from its runs in the ledger and the data since."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     MISSING = "missing"  # no run of it ever succeeded
-    STALE = "stale"  # succeeded, but its result no longer reflects the data (``DayState.stale_reason``)
+    STALE = "stale"  # succeeded, but its result no longer reflects the data (``DayStanding.stale_reason``)
     RUNNING = "running"
     BEFORE_EVENTS = "before events"  # never run, and before the first event of the table: nothing to do
-    SUSPECT = "suspect"  # succeeded, but its figures are far from its usual (``DayState.suspect_reason``): a warning
+    SUSPECT = "suspect"  # succeeded, but its figures are far from its usual (``DayStanding.suspect_reason``): a warning
 
 
 @dataclass(frozen=True)
-class DayState:
+class DayStanding:
     day: date
-    state: DayStatus
+    state: DayState
     latest_status: RunStatus | None
     latest_run_id: int | None
     ever_succeeded: bool
@@ -64,7 +64,7 @@ class _DayRow:
     first_event: datetime | None
 
 
-def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayState]:
+def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[date, DayStanding]:
     if not days:
         return {}
     rules = DAILY_JOBS[job]  # its staleness rules: which earlier days it reads, whether it keeps scores of them
@@ -82,10 +82,10 @@ def day_states(conn: psycopg.Connection, job: str, days: list[date]) -> dict[dat
             inputs = tuple((d, why) for d, why in rerun if row.day - reads_back <= d < row.day)
             reason = "; ".join(r for r in (own_reason, _inputs_reason(inputs)) if r) or None
             state = _state(status, row.ever_succeeded, reason)
-            if state == DayStatus.MISSING and status is None and _before(row.day, row.first_event):
-                state = DayStatus.BEFORE_EVENTS
-            states[row.day] = DayState(row.day, state, status, row.id, row.ever_succeeded, reason, inputs,
-                                       own_reason is not None)
+            if state == DayState.MISSING and status is None and _before(row.day, row.first_event):
+                state = DayState.BEFORE_EVENTS
+            states[row.day] = DayStanding(row.day, state, status, row.id, row.ever_succeeded, reason, inputs,
+                                          own_reason is not None)
     return states
 
 
@@ -132,14 +132,14 @@ def _inputs_reason(inputs: tuple[tuple[date, str], ...]) -> str | None:
     return "; ".join(f"reads {', '.join(days)}: {why}" for why, days in reasons.items())
 
 
-def _state(latest_status: RunStatus | None, ever_succeeded: bool, stale_reason: str | None) -> DayStatus:
+def _state(latest_status: RunStatus | None, ever_succeeded: bool, stale_reason: str | None) -> DayState:
     if latest_status == RunStatus.RUNNING:
-        return DayStatus.RUNNING
+        return DayState.RUNNING
     if latest_status == RunStatus.FAILED:
-        return DayStatus.FAILED
+        return DayState.FAILED
     if not ever_succeeded:
-        return DayStatus.MISSING
-    return DayStatus.STALE if stale_reason else DayStatus.SUCCEEDED
+        return DayState.MISSING
+    return DayState.STALE if stale_reason else DayState.SUCCEEDED
 
 
 @dataclass(frozen=True)
@@ -148,28 +148,28 @@ class Problem:
 
     job: str
     day: date
-    state: DayStatus
+    state: DayState
     reason: str
     fix: str
 
 
-def problems(states_by_job: dict[str, dict[date, DayState]]) -> list[Problem]:
+def problems(states_by_job: dict[str, dict[date, DayStanding]]) -> list[Problem]:
     """Every day that is not succeeded-and-fresh, oldest first per job, with the command that fixes it."""
     found = []
     for job, states in states_by_job.items():
         for day, state in sorted(states.items()):
-            if state.state in (DayStatus.SUCCEEDED, DayStatus.BEFORE_EVENTS):
+            if state.state in (DayState.SUCCEEDED, DayState.BEFORE_EVENTS):
                 continue
             forgotten = state.latest_status == RunStatus.FORGOTTEN
-            reason = {DayStatus.MISSING: f"forgotten by run {state.latest_run_id}" if forgotten else "no successful run",
-                      DayStatus.FAILED: f"latest run {state.latest_run_id} failed",
-                      DayStatus.RUNNING: f"run {state.latest_run_id} is still running",
-                      DayStatus.STALE: state.stale_reason or "stale",
-                      DayStatus.SUSPECT: f"{state.suspect_reason} (a warning: the results stand; a rerun after "
-                                         "late events clears it when the figures recover)"}[state.state]
-            wait = " --wait" if state.state == DayStatus.RUNNING else ""
+            reason = {DayState.MISSING: f"forgotten by run {state.latest_run_id}" if forgotten else "no successful run",
+                      DayState.FAILED: f"latest run {state.latest_run_id} failed",
+                      DayState.RUNNING: f"run {state.latest_run_id} is still running",
+                      DayState.STALE: state.stale_reason or "stale",
+                      DayState.SUSPECT: f"{state.suspect_reason} (a warning: the results stand; a rerun after "
+                                        "late events clears it when the figures recover)"}[state.state]
+            wait = " --wait" if state.state == DayState.RUNNING else ""
             fix = f"pulsecart {job} --date {day}{wait}"
-            if state.state == DayStatus.STALE and state.stale_inputs:  # rerunning its inputs refreshes it
+            if state.state == DayState.STALE and state.stale_inputs:  # rerunning its inputs refreshes it
                 first, last = state.stale_inputs[0][0], day if state.stale_itself else state.stale_inputs[-1][0]
                 fix = f"pulsecart {job} --date {first}" if first == last else \
                     f"pulsecart {job} --window {first}..{last} --stale"
@@ -212,8 +212,8 @@ class _FiguresRow:
     usual_revenue: list[Decimal]
 
 
-def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[date, DayState]],
-                      window: list[date]) -> dict[str, dict[date, DayState]]:
+def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[date, DayStanding]],
+                      window: list[date]) -> dict[str, dict[date, DayStanding]]:
     """The succeeded days whose recorded figures are far from the median of the same weekday over the four
     weeks before (two weeks at least) turned suspect, each with why, naming the usual: events below
     WARNING_SHARE of it (every job reads them), and the figures a job watches (its registry entry) more than
@@ -222,8 +222,8 @@ def with_suspect_days(conn: psycopg.Connection, states_by_job: dict[str, dict[da
     marked = {}
     for job, states in states_by_job.items():
         reasons = {row.day: why for row in rows if (why := _suspect_reason(row, DAILY_JOBS[job].watched_figures))}
-        marked[job] = {day: replace(state, state=DayStatus.SUSPECT, suspect_reason=reasons[day])
-                       if state.state == DayStatus.SUCCEEDED and day in reasons else state
+        marked[job] = {day: replace(state, state=DayState.SUSPECT, suspect_reason=reasons[day])
+                       if state.state == DayState.SUCCEEDED and day in reasons else state
                        for day, state in states.items()}
     return marked
 

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from pulsecart_cli import __version__, signals
 from pulsecart_cli.dates import when
 from pulsecart_cli.errors import Interrupted, LockBusy
-from pulsecart_cli.ledger import Invocation, Outcome, RunStatus, UnitResult
+from pulsecart_cli.ledger import Invocation, RunStatus, UnitResult, WorkOutput
 from pulsecart_cli.queries import one_row, query
 
 
@@ -50,7 +50,7 @@ def _describe_unit(job: str, run_date: date | None, target: str | None) -> str:
 def run_unit(
     conn: psycopg.Connection,
     job: str,
-    work: Callable[[psycopg.Connection], Outcome],
+    work: Callable[[psycopg.Connection], WorkOutput],
     invocation: Invocation,
     *,
     run_date: date | None = None,
@@ -94,23 +94,23 @@ def run_unit(
 
 
 def _run_started(conn: psycopg.Connection, run_id: int, result: UnitResult,
-                 work: Callable[[psycopg.Connection], Outcome], transactional: bool) -> UnitResult:
+                 work: Callable[[psycopg.Connection], WorkOutput], transactional: bool) -> UnitResult:
     started = time.monotonic()
     try:
         if transactional:
             with conn.transaction():
-                outcome = work(conn)
-                _take_outcome(result, outcome)
-                if not outcome.error:
+                output = work(conn)
+                _take_output(result, output)
+                if not output.error:
                     # Recorded inside the work's transaction: data and ledger commit together, so a
                     # connection lost after the commit cannot leave them disagreeing.
                     result.duration_s = round(time.monotonic() - started, 3)
                     _finish(conn, result)
-            if not outcome.error:
+            if not output.error:
                 result.interruption = signals.requested()  # a signal during its COMMIT: it committed
                 return result
         else:
-            _take_outcome(result, work(conn))
+            _take_output(result, work(conn))
     except NotRun:
         _bookkeeping(lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
         result.status = RunStatus.NOT_RUN
@@ -176,9 +176,9 @@ def _unlock(conn: psycopg.Connection, keys: dict[str, int]) -> None:
             raise
 
 
-def _take_outcome(result: UnitResult, outcome: Outcome) -> None:
-    result.rows, result.details, result.error = outcome.rows, outcome.details, outcome.error
-    result.status = RunStatus.FAILED if outcome.error else outcome.status or RunStatus.SUCCEEDED
+def _take_output(result: UnitResult, output: WorkOutput) -> None:
+    result.rows, result.details, result.error = output.rows, output.details, output.error
+    result.status = RunStatus.FAILED if output.error else output.status or RunStatus.SUCCEEDED
 
 
 def _finish(conn: psycopg.Connection, result: UnitResult) -> bool:

@@ -177,7 +177,7 @@ def marked_tuesday(db_url, weeks: list, tuesday) -> dict[str, bool]:
     """Whether status marks a succeeded Tuesday suspect, per job, given the recorded (events, orders,
     revenue) of the four Tuesdays before (None: not recorded) and of the Tuesday."""
     from pulsecart_cli.ledger import RunStatus
-    from pulsecart_cli.status import DayState, DayStatus, with_suspect_days
+    from pulsecart_cli.status import DayStanding, DayState, with_suspect_days
 
     with connect(db_url, autocommit=True) as conn:
         conn.execute("DELETE FROM aggregated_days")
@@ -188,11 +188,11 @@ def marked_tuesday(db_url, weeks: list, tuesday) -> dict[str, bool]:
                 conn.execute("INSERT INTO aggregated_days (day, counts_version, events) VALUES (%s, 1, %s)", (day, events))
                 conn.execute("INSERT INTO daily_metrics (date, orders_placed, carts_abandoned, revenue)"
                              " VALUES (%s, %s, 0, %s)", (day, orders, revenue))
-        succeeded = DayState(TUESDAY, DayStatus.SUCCEEDED, RunStatus.SUCCEEDED, 1, True, None)
+        succeeded = DayStanding(TUESDAY, DayState.SUCCEEDED, RunStatus.SUCCEEDED, 1, True, None)
         marked = with_suspect_days(conn, {"aggregate": {TUESDAY: succeeded}, "metrics": {TUESDAY: succeeded}}, [TUESDAY])
     for state in (marked[job][TUESDAY] for job in marked):
-        assert (state.suspect_reason is not None) == (state.state == DayStatus.SUSPECT)
-    return {job: marked[job][TUESDAY].state == DayStatus.SUSPECT for job in marked}
+        assert (state.suspect_reason is not None) == (state.state == DayState.SUSPECT)
+    return {job: marked[job][TUESDAY].state == DayState.SUSPECT for job in marked}
 
 
 USUAL = (1_000, 100, Decimal("1000.00"))

@@ -15,7 +15,7 @@ import pulsecart_cli.cli
 from pulsecart_cli import dag_spec, registry
 from pulsecart_cli.dates import day_bounds
 from pulsecart_cli.jobs import EVENT_CHANGES_SEEN, DayContext
-from pulsecart_cli.ledger import Outcome, RunStatus
+from pulsecart_cli.ledger import RunStatus, WorkOutput
 from pulsecart_cli.queries import one_row, parse_named
 from tests.helpers import insert_events, utc
 
@@ -50,17 +50,17 @@ NO_CONTEXT = DayContext()
 TABLE = "CREATE TABLE example_counts (day date PRIMARY KEY, events bigint NOT NULL, two_days bigint NOT NULL)"
 
 
-def example_day(conn, day: date, context: DayContext = NO_CONTEXT) -> Outcome:
+def example_day(conn, day: date, context: DayContext = NO_CONTEXT) -> WorkOutput:
     start, end = day_bounds(day)
     events, two_days, refreshed, changes_seen = one_row(
         conn.execute(SQL["replace_day"], {"day": day, "start": start, "end": end}))
-    return Outcome(rows=1 + refreshed, details={"events": events, "two_days": two_days, "refreshed": refreshed,
-                                                EVENT_CHANGES_SEEN: changes_seen})
+    return WorkOutput(rows=1 + refreshed, details={"events": events, "two_days": two_days, "refreshed": refreshed,
+                                                   EVENT_CHANGES_SEEN: changes_seen})
 
 
-def forget_example_day(conn, day: date, context: DayContext = NO_CONTEXT) -> Outcome:
+def forget_example_day(conn, day: date, context: DayContext = NO_CONTEXT) -> WorkOutput:
     removed = one_row(conn.execute(SQL["forget_day"], {"day": day}))[0]
-    return Outcome(rows=removed, status=RunStatus.FORGOTTEN, details={"removed": removed})
+    return WorkOutput(rows=removed, status=RunStatus.FORGOTTEN, details={"removed": removed})
 
 
 EXAMPLE = registry.DailyJob(

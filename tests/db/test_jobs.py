@@ -12,7 +12,7 @@ import pytest
 
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.queries import query
-from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.runner import DailyRequest, run_daily
 from pulsecart_cli.seed import SeedSpec, seed_events
 from pulsecart_cli.units import lock_keys
 from tests.helpers import (
@@ -344,7 +344,7 @@ def test_a_first_run_asks_the_key_index_whether_anything_is_stored(conn, db_url)
     when nothing is stored (the nightly run): 120 ms at 12 days of 1M events, growing with the history."""
     seed_events(conn, SeedSpec(date(2025, 3, 1), days=8, users=3000, events_per_day=20000, seed=5))
     days = [date(2025, 3, d) for d in range(1, 9)]
-    assert run_daily_job(db_url, "aggregate", days, Invocation("manual", None)).ok
+    assert run_daily(db_url, DailyRequest("aggregate", days, Invocation("manual", None))).run.ok
     conn.execute("ANALYZE event_aggregates, personalization_score_history")
     last = days[-1]
     with conn.transaction():  # the statistics still count the day: as after a `forget`, or a dropped day

@@ -12,7 +12,7 @@ import pytest
 
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.queries import query
-from pulsecart_cli.runner import run_daily_job
+from pulsecart_cli.runner import DailyRequest, run_daily
 from pulsecart_cli.seed import SeedSpec, seed_events
 from tests.helpers import all_history, connect, insert_events, scores_by_definition, utc
 
@@ -55,7 +55,7 @@ def bulk_loaded(new_database):
         insert_events(conn, [("edge-kept", "product.viewed", utc(2025, 3, 3, 12)),
                              ("edge-kept", "cart.abandoned", utc(2025, 3, 6, 12)),
                              ("edge-dropped", "product.viewed", utc(2025, 3, 3, 12))])
-    assert run_daily_job(url, "aggregate", DAYS, Invocation("manual", None)).ok
+    assert run_daily(url, DailyRequest("aggregate", DAYS, Invocation("manual", None))).run.ok
     with connect(url, autocommit=True) as conn:
         never_analyzed = conn.execute(
             "SELECT count(*) FROM pg_stat_user_tables WHERE relname = ANY(%s)"

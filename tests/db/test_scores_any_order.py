@@ -14,7 +14,7 @@ import pytest
 from pulsecart_cli.dates import days_between, today_utc
 from pulsecart_cli.ledger import Invocation
 from pulsecart_cli.planning import Selection, choose_days
-from pulsecart_cli.runner import DailyRequest, run_daily, run_daily_job
+from pulsecart_cli.runner import DailyRequest, run_daily
 from pulsecart_cli.status import day_states
 from tests.helpers import SLOW_THEN_FAIL_ON, connect, run_pulsecart
 
@@ -52,7 +52,7 @@ def serial_window(new_database, events: list[tuple], days: set[date]) -> dict:
     """The reference: the same events, one serial window over the same days."""
     url = new_database()
     load_events(url, events)
-    run = run_daily_job(url, "aggregate", sorted(days), INVOCATION)
+    run = run_daily(url, DailyRequest("aggregate", sorted(days), INVOCATION)).run
     assert run.ok
     return results(url)
 
@@ -68,7 +68,7 @@ def run_at_once(url: str, runs: list[list[date]], as_processes: set[int]) -> Non
 
     def in_thread(days):
         try:
-            run = run_daily_job(url, "aggregate", days, INVOCATION, wait=True)
+            run = run_daily(url, DailyRequest("aggregate", days, INVOCATION, wait=True)).run
             if not run.ok:
                 failures.append([r.error for r in run.results])
         except Exception as exc:   # noqa: BLE001 - reported below, with the run
@@ -190,7 +190,7 @@ def week(new_database):
     url = new_database()
     events = random_events(random.Random(7), WEEK, per_day=300)
     load_events(url, events)
-    assert run_daily_job(url, "aggregate", WEEK, INVOCATION).ok
+    assert run_daily(url, DailyRequest("aggregate", WEEK, INVOCATION)).run.ok
     return url, events
 
 
@@ -384,9 +384,9 @@ def test_rescoring_a_day_the_statistics_have_not_seen_never_plans_a_nested_loop(
     load_events(url, random_events(random.Random(11), WEEK, per_day=3_000, users=[f"u{i}" for i in range(2_000)]))
     with connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE personalization_score_history SET (autovacuum_enabled = false)")
-        assert run_daily_job(url, "aggregate", WEEK[-2:], INVOCATION).ok
+        assert run_daily(url, DailyRequest("aggregate", WEEK[-2:], INVOCATION)).run.ok
         conn.execute("ANALYZE personalization_score_history")
-        assert run_daily_job(url, "aggregate", WEEK[2:4], INVOCATION).ok     # not seen by the statistics
+        assert run_daily(url, DailyRequest("aggregate", WEEK[2:4], INVOCATION)).run.ok     # not seen by the statistics
         explain = "EXPLAIN " + query("aggregate.replace_history")
         params = {"day": WEEK[3], "from_previous": False}
         with conn.transaction():

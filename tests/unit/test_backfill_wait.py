@@ -30,7 +30,7 @@ def test_only_runs_that_ended_after_the_backfill_was_created_count():
     runs = [run(3, "success"), run(4, "running"), run(5, "failed", ended="2026-12-05T11:00:00+00:00"),
             run(6, "success")]                                      # day 6 is outside the plan
     assert schedules.finished_runs(PLAN, runs, CREATED) == {
-        date(2025, 3, 3): schedules.DayRun(date(2025, 3, 3), "success", runs[0]["run_id"])}
+        date(2025, 3, 3): schedules.AirflowDayRun(date(2025, 3, 3), "success", runs[0]["run_id"])}
     runs[2] = run(5, "failed")
     assert schedules.finished_runs(PLAN, runs, CREATED)[date(2025, 3, 5)].state == "failed"
 
