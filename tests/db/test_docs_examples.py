@@ -45,9 +45,8 @@ VENV = Path(sys.prefix)
 RECURSES = "runs the whole test suite, this test included (CI runs it: .ci/run)"
 INSTALLS = ("installs packages into the environment: the one running this test is what it makes, and "
             "`make test-db` installs no Airflow")
-AIRFLOW_LOCAL = ("needs Airflow, which `make test-db` does not install: tests/airflow/test_dag_runs.py runs "
-                 "`airflow dags test` of the three DAGs for 2025-03-04 with the same settings, typed there, "
-                 "not read from this doc")
+AIRFLOW_LOCAL = ("needs Airflow, which `make test-db` does not install: tests/airflow/test_docs_run_a_dag_locally.py "
+                 "reads this block from this doc and runs these lines as typed (but for the emulator's address)")
 AIRFLOW_DEPLOY = ("a live Airflow deployment (metadata database, api-server, dag-processor, scheduler): "
                   "tests/airflow/test_scheduler_backfill.py deploys one with these steps, typed there as argv "
                   "lists, not read from this doc")
