@@ -97,6 +97,7 @@ class PulsecartGroup(TyperGroup):
             cancelled = message is None or any(isinstance(error, psycopg.errors.QueryCanceled)
                                                for error in (cause, cause and cause.__cause__))
             code, message = interruption.exit_code, interruption.reason + ("" if cancelled else f": {message}")
+        signals.decided()
         if message is not None:
             _print_error(message)
         return code

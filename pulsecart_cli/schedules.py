@@ -101,6 +101,7 @@ def find_airflow() -> str:
 def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the backfill command; its output is returned, not printed (``failure`` says what went wrong
     when it exited non-zero)."""
+    signals.check()
     return subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
         plan.command(airflow), capture_output=True, text=True, check=False, timeout=timeout_s)
 
@@ -133,6 +134,7 @@ class AirflowDayRun:
 def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict[str, Any]]:
     """Airflow's runs of the plan's DAG whose logical dates fall within the plan's runs."""
     first_run, last_run = plan.runs
+    signals.check()
     result = subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
         [airflow, "dags", "list-runs", plan.dag.dag_id, "--output", "json",
          "--start-date", first_run.isoformat(), "--end-date", last_run.isoformat()],
@@ -194,5 +196,4 @@ def wait(plan: Backfill, airflow: str, since: datetime, on_end: Callable[[Airflo
         if len(ended) == len(plan.days):
             return [ended[day] for day in plan.days]
         clock.sleep(poll_s)
-        signals.check()
         runs = list_runs(plan, airflow)

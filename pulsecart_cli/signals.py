@@ -6,7 +6,9 @@ once a signal is recorded, cancels the statement running on each of the command'
 The worker sees an ordinary cancelled statement and rolls back; every statement it would start afterwards
 is refused (``check``), except the ledger writes that record what the signal stopped (``shielded``). The
 command then ends with one `Error:` line and 128 + the signal's number. A second Ctrl-C exits at once (130),
-leaving the server to roll back what was in flight.
+leaving the server to roll back what was in flight; so does the main thread when the command is still not
+over GIVE_UP_AFTER_S after the signal (a database or service that stopped answering). Signals a parent
+ignores (``nohup``, a background job) stay ignored.
 
 A handler that only records cannot land inside a library, a destructor or an import, as one that raises can.
 """
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -25,8 +28,10 @@ from pulsecart_cli.errors import Interrupted
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WAIT_S = 0.05  # how often the main thread looks at the flag while the command runs
 CANCEL_TIMEOUT_S = 5.0
+GIVE_UP_AFTER_S = 20.0  # after the signal; Airflow sends SIGKILL 60 s after its SIGTERM
 
 _received: int | None = None  # the first signal's number
+_decided = False  # the command's exit status is decided: a signal now has nothing to stop
 _guard = threading.Lock()  # a connection is watched, cancelled or closed under it, never two at once
 _local = threading.local()
 
@@ -78,19 +83,33 @@ def close(conn: Cancellable) -> None:
         conn.close()
 
 
+def decided() -> None:
+    """The command's exit status is decided (its `Error:` line is about to be printed): later signals change
+    nothing."""
+    global _decided
+    _decided = True
+
+
 def _record(signum: int, frame: object) -> None:
     global _received
+    if _decided:
+        return
     if _received is None:
         _received = signum
     elif signum == signal.SIGINT:
-        os.write(2, b"Error: interrupted again: exiting without cleanup (the database rolls back what was in flight)\n")
-        os._exit(128 + signal.SIGINT)
+        _exit_now(128 + signal.SIGINT, "interrupted again: exiting without cleanup")
+
+
+def _exit_now(code: int, reason: str) -> None:
+    os.write(2, f"Error: {reason} (the database rolls back what was in flight)\n".encode())
+    os._exit(code)
 
 
 def install() -> None:
     """At the CLI edge only, never when the library is imported."""
     for signum in HANDLED_SIGNALS:
-        signal.signal(signum, _record)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _record)
 
 
 def run(command: Callable[[], int]) -> int:
@@ -98,12 +117,16 @@ def run(command: Callable[[], int]) -> int:
     codes: list[int] = []
     worker = threading.Thread(target=lambda: codes.append(_exit_code(command)), name="pulsecart", daemon=True)
     worker.start()
-    cancelled = False
+    cancelled_at: float | None = None
     while worker.is_alive():
         worker.join(WAIT_S)
-        if _received is not None and not cancelled:
-            cancelled = True
+        if _received is not None and cancelled_at is None:
+            cancelled_at = time.monotonic()
             _cancel_statements()
+        if cancelled_at is not None and time.monotonic() - cancelled_at > GIVE_UP_AFTER_S and not _decided:
+            interruption = Interrupted(_received or signal.SIGTERM)
+            _exit_now(interruption.exit_code, f"{interruption.reason}: still not stopped {GIVE_UP_AFTER_S:g} s later, "
+                                              "exiting without cleanup")
     for signum in HANDLED_SIGNALS:  # the exit status is decided: a signal now has nothing to stop
         signal.signal(signum, signal.SIG_IGN)
     return codes[0] if codes else 1

@@ -34,10 +34,14 @@ def of_daily(report: DailyReport) -> Verdict:
         return SUCCESS
     if run.interruption is not None:
         in_flight = [r for r in run.results if r.interrupted]
-        what = "; ".join(f"{job} {', '.join(str(r.run_date) for r in results)} {fate}" for fate, results in (
-            ("rolled back and marked failed", [r for r in in_flight if r.status == RunStatus.FAILED]),
-            ("had committed as it arrived", [r for r in in_flight if r.completed]),  # its COMMIT under way
-        ) if results) or f"{job}: no day was in flight"
+        lost = [run.in_doubt] if run.in_doubt and not run.in_doubt.committed else []
+        what = "; ".join(f"{job} {', '.join(str(day) for day in days)} {fate}" for fate, days in (
+            ("rolled back and marked failed", [r.run_date for r in in_flight if r.status == RunStatus.FAILED]),
+            ("had committed as it arrived", [r.run_date for r in in_flight if r.completed]),  # its COMMIT under way
+            ("lost its connection: rolled back", [d.day for d in lost if d.committed is False]),
+            ("lost its connection: committed or not, unknown (`pulsecart status` tells once the database answers)",
+             [d.day for d in lost if d.committed is None]),
+        ) if days) or f"{job}: no day was in flight"
         what += "".join(f"; {r.run_date} had failed: {first_line(r.error, r.status)}"
                         for r in run.results if not r.completed and not r.interrupted)
         return Verdict(run.interruption.exit_code,

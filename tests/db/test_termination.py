@@ -2,6 +2,8 @@
 a lock held by a session whose client is gone says what to do, and every failure ends in one `Error:` line."""
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from datetime import date
 import pytest
 from psycopg import sql
 
+from pulsecart_cli.signals import GIVE_UP_AFTER_S
 from pulsecart_cli.units import lock_keys
 from tests.helpers import (
     FAIL_ON_MARCH_3,
@@ -599,6 +602,60 @@ def test_a_signal_at_any_moment_of_a_window_leaves_whole_days_and_a_true_ledger(
         conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         conn.execute("DELETE FROM job_runs")
     assert 143 in codes
+
+
+def test_a_ctrl_c_after_the_error_line_changes_nothing(conn, db_url):
+    """The first signal's cleanup is done and its line printed; a Ctrl-C before the process ends (an operator
+    pressing it again) printed a second line, "interrupted again: exiting without cleanup", and exit 130."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2, 3) for u in "ab"])
+    conn.execute(SLOW_METRICS.format(seconds=30))
+    for _ in range(3):
+        process = start(db_url, "metrics", "--date", "2025-03-03")
+        wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the day's slow statement")
+        process.send_signal(signal.SIGHUP)
+        lines = [process.stderr.readline()]
+        process.send_signal(signal.SIGINT)
+        lines += process.stderr.readlines()
+        assert (process.wait(timeout=30), lines) == (
+            129, ["Error: terminated by SIGHUP: metrics 2025-03-03 rolled back and marked failed; 0 day(s) not run\n"])
+
+
+def test_a_signal_its_parent_ignores_stays_ignored(conn, db_url):
+    """`nohup pulsecart …` and a background job of a script (SIGINT ignored) run on when the terminal closes."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2, 3) for u in "ab"])
+    conn.execute(SLOW_METRICS.format(seconds=2))
+    process = subprocess.Popen([shutil.which("nohup") or "/usr/bin/nohup", sys.executable, "-m", "pulsecart_cli", "metrics", "--date", "2025-03-03"],
+                               env={"PULSECART_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the day's slow statement")
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=30)
+    assert (process.returncode, error_lines(err)) == (0, [])
+    assert runs(conn) == [(D, "succeeded", None)]
+
+
+def test_a_run_whose_database_stops_answering_still_ends_after_a_signal(conn, db_url):
+    """A server session that stops answering (here SIGSTOP; a stuck disk, a paused VM) ignores the cancel, and
+    the worker waits on it: the process ends anyway, GIVE_UP_AFTER_S after the signal, with one line. The
+    database rolls back once the session runs again, and the day reruns."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2, 3) for u in "ab"])
+    conn.execute(SLOW_METRICS.format(seconds=30))
+    process = start(db_url, "metrics", "--date", "2025-03-03")
+    wait_until(lambda: sleeping_sessions(conn) == 1, 20, "the day's slow statement")
+    [backend] = conn.execute("SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=GIVE_UP_AFTER_S + 30)
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    line = (f"Error: terminated by SIGTERM: still not stopped {GIVE_UP_AFTER_S:g} s later, exiting without cleanup "
+            "(the database rolls back what was in flight)")
+    assert (process.returncode, error_lines(err)) == (143, [line])
+    wait_until(lambda: sleeping_sessions(conn) == 0, 60, "the session to end")
+    conn.execute("DROP TRIGGER slow_metrics ON daily_metrics")
+    assert run_pulsecart("metrics", "--date", "2025-03-03", env={"PULSECART_DATABASE_URL": db_url}).returncode == 0
+    assert runs(conn)[-1] == (D, "succeeded", None)
 
 
 def test_the_entry_point_handles_signals_before_it_imports_anything_slow():
