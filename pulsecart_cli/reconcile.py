@@ -8,6 +8,7 @@ import json
 import time
 from collections import deque
 from concurrent import futures as cf
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from pulsecart_cli import signals
-from pulsecart_cli.errors import ConfigError, first_line
+from pulsecart_cli.errors import ConfigError, Interrupted, first_line
 from pulsecart_cli.ledger import WorkOutput
 from pulsecart_cli.pubsub import Clients, TopicPair, service_error
 from pulsecart_cli.queries import query
@@ -124,29 +125,32 @@ class Reconciler:
         return self.report
 
     def _drain(self) -> None:
+        """Pull, classify, republish or quarantine, ack; after a signal, stop pulling, ack what was republished
+        and hand the rest back (it is delivered again), then raise the interruption."""
         in_flight: deque[_Batch] = deque()
         seen: set[str] = set()
         leased: list[str] = []
-        while self.report.pulled < self.options.max_messages and not (self.report.failed or self.report.ack_failed):
-            signals.check()  # unacked messages are delivered again
-            received = self._pull(min(PULL_BATCH, self.options.max_messages - self.report.pulled))
-            fresh = [m for m in received if m.message.message_id not in seen]
-            if not fresh:
-                break
-            seen.update(m.message.message_id for m in fresh)
-            if self.options.dry_run:
-                leased.extend(m.ack_id for m in received)
-            self.report.pulled += len(fresh)
-            batch = self._handle(fresh)
-            if batch is not None:
-                in_flight.append(batch)
-            while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
-                self._settle(in_flight.popleft(), in_flight)
+        with suppress(Interrupted):  # a statement refused after the signal
+            while (self.report.pulled < self.options.max_messages and not (self.report.failed or self.report.ack_failed)
+                   and not signals.requested()):
+                received = self._pull(min(PULL_BATCH, self.options.max_messages - self.report.pulled))
+                fresh = [m for m in received if m.message.message_id not in seen]
+                if not fresh:
+                    break
+                seen.update(m.message.message_id for m in fresh)
+                if self.options.dry_run:
+                    leased.extend(m.ack_id for m in received)
+                self.report.pulled += len(fresh)
+                batch = self._handle(fresh)
+                if batch is not None:
+                    in_flight.append(batch)
+                while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
+                    self._settle(in_flight.popleft(), in_flight)
         while in_flight:
-            signals.check()
             self._settle(in_flight.popleft(), in_flight)
         if leased:
             self._modify_deadline(leased, 0)  # a dry run hands everything straight back
+        signals.check()
 
     def _pull(self, max_messages: int) -> list[Any]:
         from google.api_core import exceptions as gexc
@@ -163,18 +167,18 @@ class Reconciler:
         quarantine_rows, quarantined_ack_ids, to_publish = [], [], []
         for item in received:
             message = item.message
-            verdict = classify(message.data, dict(message.attributes), message.ordering_key,
-                               self.options.max_reconciles)
-            if verdict.republish:
-                to_publish.append((item.ack_id, message, verdict))
+            disposition = classify(message.data, dict(message.attributes), message.ordering_key,
+                                   self.options.max_reconciles)
+            if disposition.republish:
+                to_publish.append((item.ack_id, message, disposition))
                 continue
-            self.report.reasons[verdict.reason] = self.report.reasons.get(verdict.reason, 0) + 1
+            self.report.reasons[disposition.reason] = self.report.reasons.get(disposition.reason, 0) + 1
             quarantined_ack_ids.append(item.ack_id)
             quarantine_rows.append({
                 "dead_letter_topic": self.pair.dead_letter, "original_topic": self.pair.original,
                 "message_id": message.message_id, "data": message.data,
                 "attributes": Jsonb(dict(message.attributes)), "ordering_key": message.ordering_key,
-                "publish_time": message.publish_time, "reason": verdict.reason,
+                "publish_time": message.publish_time, "reason": disposition.reason,
             })
         if self.options.dry_run:
             self.report.quarantined += len(quarantine_rows)
@@ -185,9 +189,9 @@ class Reconciler:
         self.report.already_quarantined += len(quarantine_rows) - stored
         pending = [
             (ack_id, self.clients.publisher.publish(
-                self.original_topic, message.data, ordering_key=verdict.ordering_key,
-                timeout=self.options.publish_timeout_s, **(verdict.attributes or {})), verdict.ordering_key)
-            for ack_id, message, verdict in to_publish
+                self.original_topic, message.data, ordering_key=disposition.ordering_key,
+                timeout=self.options.publish_timeout_s, **(disposition.attributes or {})), disposition.ordering_key)
+            for ack_id, message, disposition in to_publish
         ]
         return _Batch(ack_ids_done=quarantined_ack_ids, pending=pending)
 
@@ -204,8 +208,7 @@ class Reconciler:
         futures = {future: (ack_id, key) for ack_id, future, key in batch.pending}
         deadline = time.monotonic() + self.options.publish_timeout_s
         not_done = set(futures)
-        while not_done and time.monotonic() < deadline:
-            signals.check()  # what is not acked is delivered again
+        while not_done and time.monotonic() < deadline and not signals.requested():
             _, not_done = cf.wait(not_done, timeout=min(10.0, max(0.0, deadline - time.monotonic())),
                                   return_when=cf.ALL_COMPLETED)
             if not_done:

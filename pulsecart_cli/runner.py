@@ -274,9 +274,14 @@ class _OverlappingDays:
                    for i in range(min(DAYS_IN_FLIGHT, len(self.days)))]
         for worker in workers:
             worker.start()
-        self._report_in_order(workers, on_day_start, on_day_done)
-        for worker in workers:
-            worker.join()
+        try:
+            self._report_in_order(workers, on_day_start, on_day_done)
+        except BaseException:  # the library used without the CLI's signals: a KeyboardInterrupt
+            self.stopping.set()  # no further day; the days in flight end before their connections close
+            raise
+        finally:
+            for worker in workers:
+                worker.join()
         return self._daily_run()
 
     def _report_in_order(self, workers: list[threading.Thread], on_day_start: OnDayStart,

@@ -101,9 +101,29 @@ def find_airflow() -> str:
 def run(plan: Backfill, airflow: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the backfill command; its output is returned, not printed (``failure`` says what went wrong
     when it exited non-zero)."""
+    return _airflow(plan.command(airflow), timeout_s)
+
+
+def _airflow(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """An `airflow` command, ended (and its output dropped) when a signal comes."""
     signals.check()
-    return subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
-        plan.command(airflow), capture_output=True, text=True, check=False, timeout=timeout_s)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # noqa: S603 - an argv list, no shell
+                          text=True) as child:
+        deadline = clock.monotonic() + timeout_s
+        while True:
+            try:
+                stdout, stderr = child.communicate(timeout=0.2)
+                return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
+            except subprocess.TimeoutExpired:
+                if signals.requested() is None and clock.monotonic() < deadline:
+                    continue
+                child.terminate()
+                try:
+                    child.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                signals.check()
+                raise
 
 
 def failure(result: subprocess.CompletedProcess[str]) -> JobFailed | None:
@@ -134,11 +154,8 @@ class AirflowDayRun:
 def list_runs(plan: Backfill, airflow: str, timeout_s: float = 120) -> list[dict[str, Any]]:
     """Airflow's runs of the plan's DAG whose logical dates fall within the plan's runs."""
     first_run, last_run = plan.runs
-    signals.check()
-    result = subprocess.run(  # noqa: S603 - an argv list built from a validated plan, no shell
-        [airflow, "dags", "list-runs", plan.dag.dag_id, "--output", "json",
-         "--start-date", first_run.isoformat(), "--end-date", last_run.isoformat()],
-        capture_output=True, text=True, check=False, timeout=timeout_s)
+    result = _airflow([airflow, "dags", "list-runs", plan.dag.dag_id, "--output", "json",
+                       "--start-date", first_run.isoformat(), "--end-date", last_run.isoformat()], timeout_s)
     if result.returncode != 0:
         raise JobFailed(f"airflow dags list-runs exited {result.returncode}: {_last_line(result)}")
     return parse_runs(result.stdout)

@@ -2,9 +2,10 @@
 
 SIGINT (Ctrl-C), SIGTERM (Airflow's timeout, "mark failed", kill, systemd, Kubernetes) and SIGHUP only
 record which came first. The command runs on a worker thread (``run``); the main thread waits for it and,
-once a signal is recorded, cancels the statement running on each of the command's connections (``watch``).
-The worker sees an ordinary cancelled statement and rolls back; every statement it would start afterwards
-is refused (``check``), except the ledger writes that record what the signal stopped (``shielded``). The
+once a signal is recorded, cancels the statement running on each of the command's connections (``watch``),
+every CANCEL_EVERY_S (a cancel that reaches the server before its statement does is dropped). The worker
+sees an ordinary cancelled statement and rolls back; every statement it would start afterwards is refused
+(``check``), except the ledger writes that record what the signal stopped (``shielded``). The
 command then ends with one `Error:` line and 128 + the signal's number. A second Ctrl-C exits at once (130),
 leaving the server to roll back what was in flight; so does the main thread when the command is still not
 over GIVE_UP_AFTER_S after the signal (a database or service that stopped answering). Signals a parent
@@ -27,6 +28,7 @@ from pulsecart_cli.errors import Interrupted
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WAIT_S = 0.05  # how often the main thread looks at the flag while the command runs
+CANCEL_EVERY_S = 0.5
 CANCEL_TIMEOUT_S = 5.0
 GIVE_UP_AFTER_S = 20.0  # after the signal; Airflow sends SIGKILL 60 s after its SIGTERM
 
@@ -43,6 +45,7 @@ class Cancellable(Protocol):
 
 
 _watched: "weakref.WeakSet[Cancellable]" = weakref.WeakSet()
+_shielded: "weakref.WeakSet[Cancellable]" = weakref.WeakSet()  # not cancelled: recording what a signal stopped
 
 
 def requested() -> Interrupted | None:
@@ -58,15 +61,22 @@ def check() -> None:
 
 
 @contextmanager
-def shielded() -> Iterator[None]:
+def shielded(conn: Cancellable | None = None) -> Iterator[None]:
     """Statements that record what a signal stopped (the ledger's failure row, the unlock): ``check`` lets
-    them run on this thread."""
+    them run on this thread, and on ``conn`` only the signal's first cancel can stop one (it then runs again:
+    ``units._bookkeeping``)."""
     before = getattr(_local, "shielded", False)
     _local.shielded = True
+    if conn is not None:
+        with _guard:
+            _shielded.add(conn)
     try:
         yield
     finally:
         _local.shielded = before
+        if conn is not None:
+            with _guard:
+                _shielded.discard(conn)
 
 
 def watch(conn: Cancellable) -> None:
@@ -117,14 +127,18 @@ def run(command: Callable[[], int]) -> int:
     codes: list[int] = []
     worker = threading.Thread(target=lambda: codes.append(_exit_code(command)), name="pulsecart", daemon=True)
     worker.start()
-    cancelled_at: float | None = None
+    signalled_at = cancelled_at = 0.0
     while worker.is_alive():
         worker.join(WAIT_S)
-        if _received is not None and cancelled_at is None:
-            cancelled_at = time.monotonic()
-            _cancel_statements()
-        if cancelled_at is not None and time.monotonic() - cancelled_at > GIVE_UP_AFTER_S and not _decided:
-            interruption = Interrupted(_received or signal.SIGTERM)
+        if _received is None or _decided:
+            continue
+        now = time.monotonic()
+        signalled_at = signalled_at or now
+        if now - cancelled_at >= CANCEL_EVERY_S:
+            _cancel_statements(shielded_too=not cancelled_at)  # the first stops what runs, a ledger write too
+            cancelled_at = now
+        if now - signalled_at > GIVE_UP_AFTER_S:
+            interruption = Interrupted(_received)
             _exit_now(interruption.exit_code, f"{interruption.reason}: still not stopped {GIVE_UP_AFTER_S:g} s later, "
                                               "exiting without cleanup")
     for signum in HANDLED_SIGNALS:  # the exit status is decided: a signal now has nothing to stop
@@ -132,9 +146,9 @@ def run(command: Callable[[], int]) -> int:
     return codes[0] if codes else 1
 
 
-def _cancel_statements() -> None:
+def _cancel_statements(shielded_too: bool) -> None:
     with _guard:
-        for conn in list(_watched):
+        for conn in [conn for conn in _watched if shielded_too or conn not in _shielded]:
             with suppress(Exception):  # its session ended, or the server does not answer: nothing runs there
                 conn.cancel_safe(timeout=CANCEL_TIMEOUT_S)
 
@@ -144,9 +158,9 @@ def _exit_code(command: Callable[[], int]) -> int:
         return command()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-    except BaseException:  # outside the command's own error handling (an import, say)
+    except BaseException as exc:  # noqa: BLE001 - outside the command's own error handling (an import, say)
         interruption = requested()
-        if interruption is None:
-            raise
-        print(f"Error: {interruption.reason}", file=sys.stderr)
-        return interruption.exit_code
+        decided()
+        print(f"Error: {interruption.reason if interruption else f'unexpected {type(exc).__name__}: {exc}'}",
+              file=sys.stderr)
+        return interruption.exit_code if interruption else 1

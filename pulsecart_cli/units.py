@@ -5,7 +5,8 @@ import os
 import socket
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -63,34 +64,43 @@ def run_unit(
     With ``transactional`` it runs in one transaction: a failure leaves the unit's data untouched. A success
     is recorded inside that transaction (data and ledger commit together); the start and a failure are
     written outside it, so a failed attempt is recorded too. A signal (``signals``) cancels the running
-    statement: the unit rolls back and is marked failed with the reason ("terminated by SIGTERM"). Raises
+    statement: the unit rolls back (with ``transactional``) and is marked failed with the reason
+    ("terminated by SIGTERM"). Raises
     ``Interrupted`` when a signal came before the unit started (no ledger row), ``LockBusy``, and
     ``ConnectionLost``.
     """
     unit = {"job": job, "run_date": run_date, "target": target}
     keys = lock_keys(job, run_date, target)
-    try:
+    with _cancel_as_interruption():
         conn.execute(query("ledger.set_application_name"), {"name": f"pulsecart {_describe_unit(job, run_date, target)}"})
         if wait:
             conn.execute(query("ledger.wait_lock"), keys)
         elif not one_row(conn.execute(query("ledger.try_lock"), keys))[0]:
             raise _busy(conn, unit, keys)
-    except psycopg.errors.QueryCanceled as exc:
-        raise _interruption_behind(exc) or exc from exc
     try:
-        try:
+        with _cancel_as_interruption():  # atomic: a cancelled start wrote no row
             conn.execute(query("ledger.reap_dead"), unit)
             run_id = one_row(conn.execute(
                 query("ledger.start"),
                 unit | keys | {"trigger": invocation.trigger, "airflow_run_id": invocation.airflow_run_id,
                                "host": socket.gethostname(), "pid": os.getpid(), "version": __version__},
             ))[0]
-        except psycopg.errors.QueryCanceled as exc:  # atomic: no row was written
-            raise _interruption_behind(exc) or exc from exc
         return _run_started(conn, run_id, UnitResult(job, run_date, target, RunStatus.RUNNING, run_id=run_id),
                             work, transactional)
     finally:
-        _bookkeeping(lambda: _unlock(conn, keys))
+        _bookkeeping(conn, lambda: _unlock(conn, keys))
+
+
+@contextmanager
+def _cancel_as_interruption() -> Iterator[None]:
+    """A statement cancelled by the signal (not by a statement_timeout, say) is the interruption."""
+    try:
+        yield
+    except psycopg.errors.QueryCanceled as exc:
+        interruption = signals.requested()
+        if interruption is None:
+            raise
+        raise interruption from exc
 
 
 def _run_started(conn: psycopg.Connection, run_id: int, result: UnitResult,
@@ -112,7 +122,7 @@ def _run_started(conn: psycopg.Connection, run_id: int, result: UnitResult,
         else:
             _take_output(result, work(conn))
     except NotRun:
-        _bookkeeping(lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
+        _bookkeeping(conn, lambda: conn.execute(query("ledger.forget"), {"id": run_id}))
         result.status = RunStatus.NOT_RUN
         return result
     except (Exception, Interrupted) as exc:  # any failure of the work is this unit's failure
@@ -120,33 +130,30 @@ def _run_started(conn: psycopg.Connection, run_id: int, result: UnitResult,
             raise ConnectionLost(run_id, exc) from exc
         result.status = RunStatus.FAILED
         result.error = f"{type(exc).__name__}: {exc}".strip()
-    interruption = signals.requested()  # any failure after a signal is the signal's doing
-    if interruption is not None:
-        result.interruption, result.status, result.error = interruption, RunStatus.FAILED, interruption.reason
+    result.interruption = signals.requested()
+    if result.interruption is not None and result.status == RunStatus.FAILED:  # the signal's doing
+        result.error = result.interruption.reason
     result.duration_s = round(time.monotonic() - started, 3)
-    if not _bookkeeping(lambda: _finish(conn, result)):  # its row no longer says running: it committed after all
-        return _bookkeeping(lambda: committed_result(conn, run_id, result.job, result.run_date)) or result
+    if not _bookkeeping(conn, lambda: _finish(conn, result)):
+        # Its row no longer says running: its transaction committed after all (the COMMIT's error was not
+        # the server's last word). The row lock and the condition let PostgreSQL decide.
+        return _bookkeeping(conn, lambda: committed_result(conn, run_id, result.job, result.run_date)) or result
     return result
 
 
 T = TypeVar("T")
 
 
-def _bookkeeping(statement: Callable[[], T]) -> T:
-    """A ledger write or the unlock, which must run after a signal too. The main thread cancels once, and
-    that cancel may land on it: it then runs again."""
-    with signals.shielded():
+def _bookkeeping(conn: psycopg.Connection, statement: Callable[[], T]) -> T:
+    """A ledger write or the unlock, which must run after a signal too. Of the main thread's cancels only
+    the signal's first can land on it (``signals.shielded``): it then runs again."""
+    with signals.shielded(conn):
         try:
             return statement()
         except psycopg.errors.QueryCanceled:
             if signals.requested() is None:
                 raise
             return statement()
-
-
-def _interruption_behind(exc: BaseException) -> "Interrupted | None":
-    """The signal behind a cancelled statement (None: a statement_timeout, say)."""
-    return signals.requested() if isinstance(exc, psycopg.errors.QueryCanceled) else None
 
 
 def committed_result(conn: psycopg.Connection, run_id: int, job: str, run_date: date | None) -> UnitResult | None:

@@ -658,6 +658,43 @@ def test_a_run_whose_database_stops_answering_still_ends_after_a_signal(conn, db
     assert runs(conn)[-1] == (D, "succeeded", None)
 
 
+SIGNAL_AFTER_THE_CHECK = """
+import os, signal, sys, time
+import psycopg
+from pulsecart_cli import console, database, signals
+
+signalled = False
+
+
+def execute(self, query, *args, **kwargs):
+    global signalled
+    signals.check()
+    if not signalled and "INSERT INTO daily_metrics" in str(query):
+        signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)  # the check has passed: the statement goes out after the signal
+        time.sleep(0.3)  # the main thread's first cancel reaches an idle session and is dropped
+        return psycopg.Cursor.execute(self, query, *args, **kwargs)
+    return psycopg.Cursor.execute(self, query, *args, **kwargs)
+
+
+database._StoppableCursor.execute = execute
+sys.argv = ["pulsecart", "metrics", "--date", "2025-03-03"]
+console.main()
+"""
+
+
+def test_a_statement_sent_just_after_the_signal_is_cancelled_too(conn, db_url):
+    """A statement that passed the check just before the signal and reached the server after the cancel
+    (which an idle session drops) ran to its end: 25 s here, so the process gave up without cleanup. The main
+    thread cancels again until the command ends."""
+    insert_events(conn, [(u, "order.placed", utc(2025, 3, d, 12), {"total": 1}) for d in (1, 2, 3) for u in "ab"])
+    conn.execute(SLOW_METRICS.format(seconds=25))
+    result = run_script(SIGNAL_AFTER_THE_CHECK, db_url)
+    assert (result.returncode, error_lines(result.stderr)) == (
+        143, ["Error: terminated by SIGTERM: metrics 2025-03-03 rolled back and marked failed; 0 day(s) not run"])
+    assert runs(conn) == [(D, "failed", "terminated by SIGTERM")]
+
+
 def test_the_entry_point_handles_signals_before_it_imports_anything_slow():
     """Until ``console.main`` installs the handlers, a SIGTERM ends the process silently and a Ctrl-C prints
     Python's own traceback. The entry point's module and the package it sits in load only what the
