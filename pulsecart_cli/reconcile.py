@@ -119,14 +119,14 @@ class Reconciler:
         not yet acked is delivered again."""
         try:
             self._drain()
-        except Exception as exc:  # noqa: BLE001 - reported as the run's error, counts kept
+        except (Exception, Interrupted) as exc:  # noqa: BLE001 - reported as the run's error, counts kept
             self.report.aborted = True
             self._note_error(exc)
         return self.report
 
     def _drain(self) -> None:
-        """Pull, classify, republish or quarantine, ack; after a signal, stop pulling, ack what was republished
-        and hand the rest back (it is delivered again), then raise the interruption."""
+        """Pull, classify, republish or quarantine, ack; after a signal, pull no more, settle the publishes under
+        way (ack what was republished, hand the rest back), then raise the interruption."""
         in_flight: deque[_Batch] = deque()
         seen: set[str] = set()
         leased: list[str] = []
@@ -208,7 +208,7 @@ class Reconciler:
         futures = {future: (ack_id, key) for ack_id, future, key in batch.pending}
         deadline = time.monotonic() + self.options.publish_timeout_s
         not_done = set(futures)
-        while not_done and time.monotonic() < deadline and not signals.requested():
+        while not_done and time.monotonic() < deadline:  # after a signal too: a publish under way still lands
             _, not_done = cf.wait(not_done, timeout=min(10.0, max(0.0, deadline - time.monotonic())),
                                   return_when=cf.ALL_COMPLETED)
             if not_done:
@@ -240,7 +240,7 @@ class Reconciler:
         except RuntimeError:  # the key was not paused (the failure was not an ordered-batch failure)
             pass
 
-    def _note_error(self, exc: Exception) -> None:
+    def _note_error(self, exc: BaseException) -> None:
         if len(self.report.errors) < 5:
             self.report.errors.append(f"{type(exc).__name__}: {first_line(exc)}"[:300])
 

@@ -113,6 +113,7 @@ def _airflow(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[s
         while True:
             try:
                 stdout, stderr = child.communicate(timeout=0.2)
+                signals.check()  # a Ctrl-C to the process group ended the child too: not its failure
                 return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
             except subprocess.TimeoutExpired:
                 if signals.requested() is None and clock.monotonic() < deadline:
