@@ -131,7 +131,7 @@ class _StoppableCursor(psycopg.Cursor[Any]):
 
 def connect(url: str) -> psycopg.Connection:
     """An autocommit connection with keepalives both ways; callers open transactions explicitly. Its
-    statements stop when a signal comes (``signals``): close it with ``close``."""
+    statements stop when a signal comes (``signals``): close it with ``signals.close``."""
     try:
         given = conninfo_to_dict(url)
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="pulsecart",
@@ -151,13 +151,9 @@ def connect(url: str) -> psycopg.Connection:
         if conn.info.server_version >= 140000:
             conn.execute(query("session.check_client"), {"interval": CLIENT_CHECK_INTERVAL})
     except BaseException:
-        close(conn)
+        signals.close(conn)
         raise
     return conn
-
-
-def close(conn: psycopg.Connection) -> None:
-    signals.close(conn)
 
 
 @contextmanager
@@ -166,4 +162,4 @@ def connection(url: str) -> Iterator[psycopg.Connection]:
     try:
         yield conn
     finally:
-        close(conn)
+        signals.close(conn)

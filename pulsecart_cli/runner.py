@@ -12,7 +12,7 @@ from functools import partial
 import psycopg
 
 from pulsecart_cli import pubsub, signals
-from pulsecart_cli.database import close, connect, connection
+from pulsecart_cli.database import connect, connection
 from pulsecart_cli.errors import (
     Interrupted,
     LockBusy,
@@ -191,7 +191,8 @@ def _run_planned_days(
     writers_open: bool = False,
 ) -> DailyRun:
     """Run ``job`` for each day, oldest first, so that scores as of D see D-6 .. D already done.
-    Stops at the first failed day unless ``keep_going``, at a signal (the current day rolled back), and at a busy lock or a lost connection (``stopped_by``; the days before it stand).
+    Stops at the first failed day unless ``keep_going``, at a signal (the current day rolled back), and at
+    a busy lock or a lost connection (``stopped_by``; the days before it stand).
     An overlapping job's window also runs on a second connection to ``url``. ``forget``: remove each day's
     results instead (`pulsecart forget`), one day at a time, under the same lock and ledger. ``writers_open``:
     each day notes a possible change of its events (_settle_event_writers)."""
@@ -331,7 +332,7 @@ class _OverlappingDays:
                 self._run_day(conn, index)
         finally:
             if given is None:
-                close(conn)
+                signals.close(conn)
 
     def _run_day(self, conn: psycopg.Connection, index: int) -> None:
         day = self.days[index]
